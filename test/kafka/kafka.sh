@@ -192,7 +192,7 @@ start_broker() {
 	build_kready
 	local heap=(${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m})
 	local extra=(${KAFKA_JVM_OPTS:-})
-	local logflag; logflag=$(write_log_config "$dir")
+	local logflag; logflag=$(write_log_config "$dir" 1)
 	mapfile -t common < <(jvm_opts_common)
 	local java=(java "${heap[@]}" "${common[@]}" "${extra[@]}" "$logflag" "-Dkafka.logs.dir=$dir/logs" "$(marker "$dir")" -cp "$cp")
 

@@ -205,10 +205,14 @@ log4j2_version_of() {
 	printf '%s\n' "$l"
 }
 
-# write_log_config DIR NAME : logging config for the selected version, console
-# output (the caller redirects it to a file). Echoes the JVM flag to use.
+# write_log_config DIR [QUIET_CONFIG] : logging config for the selected
+# version, console output (the caller redirects it to a file). QUIET_CONFIG=1
+# (the broker) hides the "XConfig values:" dumps; MM2 keeps them, since they
+# are the only way to see which client settings reached which client.
+# Echoes the JVM flag to use.
 write_log_config() {
-	local dir=$1 level=${KAFKA_LOG_LEVEL:-INFO}
+	local dir=$1 quiet=${2:-0} level=${KAFKA_LOG_LEVEL:-INFO} cfglevel=INFO
+	[[ $quiet == 1 ]] && cfglevel=WARN
 	if [[ $(kafka_major) -ge 4 ]]; then
 		cat >"$dir/log4j2.properties" <<EOF
 status = warn
@@ -225,7 +229,7 @@ logger.statechange.level = WARN
 logger.reflections.name = org.reflections
 logger.reflections.level = ERROR
 logger.config.name = org.apache.kafka.common.config.AbstractConfig
-logger.config.level = WARN
+logger.config.level = $cfglevel
 EOF
 		printf '%s\n' "-Dlog4j2.configurationFile=$dir/log4j2.properties"
 	else
@@ -237,7 +241,7 @@ log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.request.logger=WARN
 log4j.logger.state.change.logger=WARN
 log4j.logger.org.reflections=ERROR
-log4j.logger.org.apache.kafka.common.config.AbstractConfig=WARN
+log4j.logger.org.apache.kafka.common.config.AbstractConfig=$cfglevel
 EOF
 		printf '%s\n' "-Dlog4j.configuration=file:$dir/log4j.properties"
 	fi
