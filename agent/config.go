@@ -1,0 +1,201 @@
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgemirror/edgemirror/buffer"
+	"github.com/edgemirror/edgemirror/internal/wire"
+)
+
+// Defaults. Each is the value a flag takes when the operator does not set it.
+const (
+	// DefaultTopics mirrors every topic; topics starting with "_" (Kafka's
+	// internal topics and most tools' state topics) are always excluded.
+	DefaultTopics = ".*"
+	// DefaultBufferDir is where the buffer's bbolt file lives.
+	DefaultBufferDir = "/var/lib/edgemirror"
+	// DefaultBufferMaxBytes caps the buffer file on disk.
+	DefaultBufferMaxBytes = 1 << 30
+	// DefaultBatchBytes is the uncompressed size at which a chunk is cut.
+	DefaultBatchBytes = 1 << 20
+	// DefaultLinger is the longest a partial chunk waits before it is cut.
+	DefaultLinger = time.Second
+	// DefaultInflight is how many chunks may be on the wire at once.
+	DefaultInflight = 4
+	// DefaultMetadataInterval is how often topics and partitions are
+	// re-listed; new ones are picked up within this interval.
+	DefaultMetadataInterval = 10 * time.Second
+	// DefaultFetchMaxBytes bounds one fetch response (and so the reader's memory).
+	DefaultFetchMaxBytes = 4 << 20
+	// DefaultRequestTimeout bounds one chunk upload, on top of the time the
+	// bandwidth cap needs to send it.
+	DefaultRequestTimeout = 60 * time.Second
+	// DefaultMaxBackoff is the longest wait between two attempts to ship a chunk.
+	DefaultMaxBackoff = 30 * time.Second
+	// DefaultLossReportInterval is how often pending loss reports are sent.
+	DefaultLossReportInterval = 5 * time.Second
+	// MaxBatchBytes is the largest chunk the agent builds (the aggregator's
+	// default --max-chunk-bytes is 16MiB for the compressed frame).
+	MaxBatchBytes = 16 << 20
+	// MaxInflight bounds --inflight.
+	MaxInflight = 256
+)
+
+// StartOffset says where a partition with no stored offset starts.
+type StartOffset int
+
+const (
+	// StartEarliest reads a new partition from its log start.
+	StartEarliest StartOffset = iota
+	// StartLatest reads only records produced after the partition was found.
+	StartLatest
+)
+
+// ParseStartOffset parses "earliest" or "latest".
+func ParseStartOffset(s string) (StartOffset, error) {
+	switch s {
+	case "earliest":
+		return StartEarliest, nil
+	case "latest":
+		return StartLatest, nil
+	}
+	return 0, fmt.Errorf("unknown start offset %q (want earliest or latest)", s)
+}
+
+func (s StartOffset) String() string {
+	if s == StartLatest {
+		return "latest"
+	}
+	return "earliest"
+}
+
+// Config is everything an Agent needs. Build it with DefaultConfig, change
+// what you need, and call Validate (New does).
+type Config struct {
+	EdgeID           string
+	Brokers          []string
+	Topics           string // regular expression, matched against the whole topic name
+	ExcludeTopics    string // regular expression; empty excludes nothing
+	StartOffset      StartOffset
+	BufferDir        string
+	BufferMaxBytes   int64
+	BufferFull       buffer.Policy
+	Aggregator       string // base URL, http:// or https://
+	BatchBytes       int
+	Linger           time.Duration
+	Bandwidth        int64 // bytes/s on the wire towards the aggregator; 0 = unlimited
+	Compression      wire.Codec
+	CompressionLevel wire.Level
+	Inflight         int
+	MetadataInterval time.Duration
+	FetchMaxBytes    int
+	RequestTimeout   time.Duration
+	MaxBackoff       time.Duration
+	LossInterval     time.Duration
+
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: no metrics registered
+}
+
+// DefaultConfig returns a Config with every default set. EdgeID, Brokers and
+// Aggregator have no default.
+func DefaultConfig() Config {
+	return Config{
+		Topics:           DefaultTopics,
+		BufferDir:        DefaultBufferDir,
+		BufferMaxBytes:   DefaultBufferMaxBytes,
+		BufferFull:       buffer.PolicyBlock,
+		BatchBytes:       DefaultBatchBytes,
+		Linger:           DefaultLinger,
+		Compression:      wire.CodecZstd,
+		CompressionLevel: wire.LevelDefault,
+		Inflight:         DefaultInflight,
+		MetadataInterval: DefaultMetadataInterval,
+		FetchMaxBytes:    DefaultFetchMaxBytes,
+		RequestTimeout:   DefaultRequestTimeout,
+		MaxBackoff:       DefaultMaxBackoff,
+		LossInterval:     DefaultLossReportInterval,
+	}
+}
+
+// Validate checks every field and returns the first problem as a
+// *ConfigError naming the flag.
+func (c *Config) Validate() error {
+	bad := func(field string, v any, format string, args ...any) error {
+		return &ConfigError{Field: field, Value: v, Reason: fmt.Sprintf(format, args...)}
+	}
+	if err := wire.ValidEdgeID(c.EdgeID); err != nil {
+		return bad("--edge-id", c.EdgeID, "%v", err)
+	}
+	if len(c.Brokers) == 0 {
+		return bad("--brokers", "", "at least one edge broker address (host:port) is required")
+	}
+	for _, b := range c.Brokers {
+		if b == "" || !strings.Contains(b, ":") {
+			return bad("--brokers", b, "broker address %q must be host:port", b)
+		}
+	}
+	if _, err := regexp.Compile(c.Topics); err != nil {
+		return bad("--topics", c.Topics, "invalid regular expression: %v", err)
+	}
+	if _, err := regexp.Compile(c.ExcludeTopics); err != nil {
+		return bad("--exclude-topics", c.ExcludeTopics, "invalid regular expression: %v", err)
+	}
+	if c.BufferDir == "" {
+		return bad("--buffer-dir", "", "must not be empty")
+	}
+	if c.BufferMaxBytes < buffer.MinMaxBytes {
+		return bad("--buffer-max-bytes", c.BufferMaxBytes, "must be at least %d bytes", buffer.MinMaxBytes)
+	}
+	u, err := url.Parse(c.Aggregator)
+	if c.Aggregator == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return bad("--aggregator", c.Aggregator, "must be an http:// or https:// URL such as http://aggregator.example:8080")
+	}
+	if c.BatchBytes < 1024 || c.BatchBytes > MaxBatchBytes {
+		return bad("--batch-bytes", c.BatchBytes, "must be between 1KiB and %d bytes", MaxBatchBytes)
+	}
+	if int64(c.BatchBytes)*2 > c.BufferMaxBytes {
+		return bad("--batch-bytes", c.BatchBytes, "must be at most half of --buffer-max-bytes (%d)", c.BufferMaxBytes)
+	}
+	if c.Linger <= 0 {
+		return bad("--linger", c.Linger, "must be positive")
+	}
+	if c.Bandwidth < 0 {
+		return bad("--bandwidth", c.Bandwidth, "must not be negative (0 = unlimited)")
+	}
+	if c.Bandwidth > 0 && c.Bandwidth < 1024 {
+		return bad("--bandwidth", c.Bandwidth, "must be 0 (unlimited) or at least 1KiB/s")
+	}
+	if c.Inflight < 1 || c.Inflight > MaxInflight {
+		return bad("--inflight", c.Inflight, "must be between 1 and %d", MaxInflight)
+	}
+	if c.MetadataInterval < 100*time.Millisecond {
+		return bad("--metadata-interval", c.MetadataInterval, "must be at least 100ms")
+	}
+	if c.FetchMaxBytes < 64<<10 {
+		return bad("--fetch-max-bytes", c.FetchMaxBytes, "must be at least 64KiB")
+	}
+	if c.RequestTimeout <= 0 {
+		return bad("--request-timeout", c.RequestTimeout, "must be positive")
+	}
+	if c.MaxBackoff <= 0 {
+		return bad("--max-backoff", c.MaxBackoff, "must be positive")
+	}
+	if c.LossInterval <= 0 {
+		return bad("--loss-report-interval", c.LossInterval, "must be positive")
+	}
+	if _, err := wire.ParseCodec(c.Compression.String()); err != nil {
+		return bad("--compression", c.Compression, "%v", err)
+	}
+	if _, err := wire.ParseLevel(c.CompressionLevel.String()); err != nil {
+		return bad("--compression-level", c.CompressionLevel, "%v", err)
+	}
+	return nil
+}

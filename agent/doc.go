@@ -1,0 +1,44 @@
+// Package agent reads records from an edge Kafka cluster, stores them in the
+// durable buffer as compressed chunks and ships the chunks to an aggregator.
+//
+// # Basics
+//
+// An Agent is built from a Config with New and driven by Run. Run owns every
+// goroutine it starts and returns when its context is cancelled (or on a fatal
+// error), after the reader has stopped and before the buffer is closed.
+//
+//	edge Kafka ──fetch──► reader ──chunk──► buffer (bbolt) ──lease──► shipper ══HTTP/2══► aggregator
+//	             (raw Fetch, read_committed,      one tx: chunk +           N workers, backoff,
+//	              client-side abort filter)       next offsets              token bucket on the conn
+//
+// Partitions are assigned by the agent itself: every topic that matches
+// Config.Topics (and not Config.ExcludeTopics, and not starting with "_") is
+// read in full. New topics and new partitions are picked up at the next
+// metadata refresh (Config.MetadataInterval).
+//
+// Where to resume is the next offset stored in the buffer, written in the same
+// bbolt transaction as the chunk holding the records before it. The edge
+// cluster's consumer-group offsets are never read or written.
+//
+// # Reading committed records only
+//
+// kafka-go's IsolationLevel does not filter aborted transactions (kafka-go
+// issue #1332), and its Reader turns empty values into nulls. The agent
+// therefore sends raw Fetch requests (one per leader broker, read_committed)
+// through kafka-go's Transport and filters aborted records itself with the
+// AbortedTransactions list of the response, the same algorithm as the Java
+// consumer. Control records advance the offset but are never shipped.
+//
+// # Losses
+//
+// A record is lost only by an explicit policy: the edge cluster's retention
+// deleted offsets the agent had not read yet (logged with the exact range,
+// counted, and reported to the aggregator), the buffer was full with the
+// drop-oldest policy, or the aggregator rejected a chunk permanently.
+//
+// # Caveats
+//
+// Records that already carry edgemirror provenance headers are never shipped
+// (they were mirrored from elsewhere; shipping them again could build a cycle).
+// They are counted in edgemirror_agent_records_skipped_total{reason="provenance"}.
+package agent

@@ -1,0 +1,27 @@
+package agent
+
+import "errors"
+
+var (
+	// ErrInvalidConfig is returned by Config.Validate (wrapped in a
+	// *ConfigError) when a field has a value the agent cannot run with.
+	ErrInvalidConfig = errors.New("invalid agent config")
+
+	// ErrRejected is returned by the shipper when the aggregator rejected a
+	// chunk permanently (HTTP 400, 413, 422).
+	ErrRejected = errors.New("chunk rejected by aggregator")
+)
+
+// ConfigError names the config field (as the user typed it, e.g.
+// "--batch-bytes") whose value is invalid.
+type ConfigError struct {
+	Field  string
+	Value  any
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return e.Field + ": " + e.Reason
+}
+
+func (e *ConfigError) Unwrap() error { return ErrInvalidConfig }

@@ -1,0 +1,102 @@
+package agent
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const namespace = "edgemirror"
+
+// metrics are the agent's collectors, named edgemirror_agent_*.
+type metrics struct {
+	recordsRead    prometheus.Counter
+	skipped        *prometheus.CounterVec
+	lost           *prometheus.CounterVec
+	fetchErrors    prometheus.Counter
+	partitions     prometheus.Gauge
+	highWatermark  *prometheus.GaugeVec
+	lag            *prometheus.GaugeVec
+	chunksBuilt    prometheus.Counter
+	rawBytes       prometheus.Counter
+	frameBytes     prometheus.Counter
+	chunksSent     prometheus.Counter
+	recordsAcked   prometheus.Counter
+	sendErrors     *prometheus.CounterVec
+	inflight       prometheus.Gauge
+	wireBytes      *prometheus.CounterVec
+	linkUp         prometheus.Gauge
+	sendDuration   prometheus.Histogram
+	lossesReported prometheus.Counter
+
+	collectors []prometheus.Collector
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		recordsRead: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "records_read_total", Help: "Committed records read from the edge cluster and put in chunks."}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "records_skipped_total", Help: "Records read but not shipped, by reason (aborted, control, provenance)."}, []string{"reason"}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "records_lost_total", Help: "Offsets lost by an explicit policy, by reason."}, []string{"reason"}),
+		fetchErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "fetch_errors_total", Help: "Failed fetch requests to the edge cluster."}),
+		partitions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "partitions", Help: "Edge partitions being mirrored."}),
+		highWatermark: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "edge_last_stable_offset", Help: "Last stable offset of each edge partition at the last fetch."}, []string{"topic", "partition"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "edge_lag_records", Help: "Offsets between the last stable offset and the agent's next offset."}, []string{"topic", "partition"}),
+		chunksBuilt: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "chunks_built_total", Help: "Chunks compressed and written to the buffer."}),
+		rawBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "chunk_raw_bytes_total", Help: "Uncompressed payload bytes of the chunks built."}),
+		frameBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "chunk_frame_bytes_total", Help: "Compressed frame bytes of the chunks built."}),
+		chunksSent: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "chunks_acked_total", Help: "Chunks acknowledged by the aggregator."}),
+		recordsAcked: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "records_acked_total", Help: "Records in chunks acknowledged by the aggregator."}),
+		sendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "chunk_send_errors_total", Help: "Failed chunk uploads, by class (network, retryable, auth, conflict, rejected)."}, []string{"class"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "chunks_inflight", Help: "Chunks being uploaded now."}),
+		wireBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "wire_bytes_total", Help: "Bytes on the connection to the aggregator, by direction (sent, received)."}, []string{"direction"}),
+		linkUp: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "link_up", Help: "1 when the last exchange with the aggregator succeeded, else 0."}),
+		sendDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "chunk_send_duration_seconds", Help: "Time from sending a chunk to its acknowledgement.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
+		lossesReported: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "loss_ranges_reported_total", Help: "Loss ranges delivered to the aggregator."}),
+	}
+	m.collectors = []prometheus.Collector{m.recordsRead, m.skipped, m.lost, m.fetchErrors, m.partitions,
+		m.highWatermark, m.lag, m.chunksBuilt, m.rawBytes, m.frameBytes, m.chunksSent, m.recordsAcked,
+		m.sendErrors, m.inflight, m.wireBytes, m.linkUp, m.sendDuration, m.lossesReported}
+	return m
+}
+
+func (m *metrics) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range m.collectors {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *metrics) unregister(reg prometheus.Registerer) {
+	if reg == nil {
+		return
+	}
+	for _, c := range m.collectors {
+		reg.Unregister(c)
+	}
+}
+
+func itoa(p int32) string { return strconv.FormatInt(int64(p), 10) }

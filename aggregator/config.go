@@ -1,0 +1,173 @@
+package aggregator
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+)
+
+// Defaults. Each is the value a flag takes when the operator does not set it.
+const (
+	// DefaultListen is the address the chunk API listens on.
+	DefaultListen = ":8080"
+	// DefaultStateDir holds the aggregator's bbolt state file.
+	DefaultStateDir = "/var/lib/edgemirror-aggregator"
+	// DefaultTopicTemplate names the hub topic of an edge topic.
+	DefaultTopicTemplate = "{edge}.{topic}"
+	// DefaultMaxChunkBytes bounds one chunk frame as received.
+	DefaultMaxChunkBytes = 16 << 20
+	// DefaultMaxRawBytes bounds one chunk's decompressed payload.
+	DefaultMaxRawBytes = 64 << 20
+	// DefaultHubBatchBytes bounds one produce request (uncompressed), below
+	// Kafka's default max.message.bytes of 1 MiB.
+	DefaultHubBatchBytes = 512 << 10
+	// DefaultOrderWait is how long a chunk that arrived ahead of its
+	// predecessor waits for it before it is answered 503.
+	DefaultOrderWait = 10 * time.Second
+	// DefaultSettleTime is how long a partition's high watermark must stay
+	// still before its tail is trusted after an ambiguous produce error.
+	DefaultSettleTime = 2 * time.Second
+	// DefaultShutdownTimeout bounds the graceful shutdown.
+	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultHubTimeout bounds one request to the hub.
+	DefaultHubTimeout = 30 * time.Second
+	// DefaultParallelPartitions bounds how many partitions of one chunk are
+	// produced at once.
+	DefaultParallelPartitions = 8
+)
+
+// Config is everything an Aggregator needs.
+type Config struct {
+	Listen               string
+	Brokers              []string
+	StateDir             string
+	TopicTemplate        string
+	HubReplicationFactor int // -1: the hub's default.replication.factor
+	HubCompression       kafka.Compression
+	MaxChunkBytes        int64
+	MaxRawBytes          int64
+	HubBatchBytes        int
+	OrderWait            time.Duration
+	SettleTime           time.Duration
+	ShutdownTimeout      time.Duration
+	HubTimeout           time.Duration
+	ParallelPartitions   int
+
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: no metrics
+}
+
+// DefaultConfig returns a Config with every default set; Brokers has none.
+func DefaultConfig() Config {
+	return Config{
+		Listen:               DefaultListen,
+		StateDir:             DefaultStateDir,
+		TopicTemplate:        DefaultTopicTemplate,
+		HubReplicationFactor: -1,
+		HubCompression:       kafka.Lz4,
+		MaxChunkBytes:        DefaultMaxChunkBytes,
+		MaxRawBytes:          DefaultMaxRawBytes,
+		HubBatchBytes:        DefaultHubBatchBytes,
+		OrderWait:            DefaultOrderWait,
+		SettleTime:           DefaultSettleTime,
+		ShutdownTimeout:      DefaultShutdownTimeout,
+		HubTimeout:           DefaultHubTimeout,
+		ParallelPartitions:   DefaultParallelPartitions,
+	}
+}
+
+// Validate checks every field and returns the first problem as a *ConfigError.
+func (c *Config) Validate() error {
+	bad := func(field string, v any, format string, args ...any) error {
+		return &ConfigError{Field: field, Value: v, Reason: fmt.Sprintf(format, args...)}
+	}
+	if c.Listen == "" {
+		return bad("--listen", "", "must not be empty (e.g. :8080)")
+	}
+	if len(c.Brokers) == 0 {
+		return bad("--brokers", "", "at least one hub broker address (host:port) is required")
+	}
+	for _, b := range c.Brokers {
+		if b == "" || !strings.Contains(b, ":") {
+			return bad("--brokers", b, "broker address %q must be host:port", b)
+		}
+	}
+	if c.StateDir == "" {
+		return bad("--state-dir", "", "must not be empty")
+	}
+	if err := validateTemplate(c.TopicTemplate); err != nil {
+		return bad("--topic-template", c.TopicTemplate, "%v", err)
+	}
+	if c.HubReplicationFactor == 0 || c.HubReplicationFactor < -1 || c.HubReplicationFactor > 32767 {
+		return bad("--hub-replication-factor", c.HubReplicationFactor, "must be -1 (the hub's default) or between 1 and 32767")
+	}
+	if c.MaxChunkBytes < 64<<10 || c.MaxChunkBytes > 1<<30 {
+		return bad("--max-chunk-bytes", c.MaxChunkBytes, "must be between 64KiB and 1GiB")
+	}
+	if c.MaxRawBytes < c.MaxChunkBytes {
+		return bad("--max-raw-bytes", c.MaxRawBytes, "must be at least --max-chunk-bytes (%d)", c.MaxChunkBytes)
+	}
+	if c.MaxRawBytes > 2<<30 {
+		return bad("--max-raw-bytes", c.MaxRawBytes, "must be at most 2GiB")
+	}
+	if c.HubBatchBytes < 1024 {
+		return bad("--hub-batch-bytes", c.HubBatchBytes, "must be at least 1KiB")
+	}
+	if c.OrderWait <= 0 {
+		return bad("--order-wait", c.OrderWait, "must be positive")
+	}
+	if c.SettleTime < 0 {
+		return bad("--settle-time", c.SettleTime, "must not be negative")
+	}
+	if c.ShutdownTimeout <= 0 {
+		return bad("--shutdown-timeout", c.ShutdownTimeout, "must be positive")
+	}
+	if c.HubTimeout < time.Second {
+		return bad("--hub-timeout", c.HubTimeout, "must be at least 1s")
+	}
+	if c.ParallelPartitions < 1 {
+		return bad("--parallel-partitions", c.ParallelPartitions, "must be at least 1")
+	}
+	return nil
+}
+
+// validateTemplate checks that a topic template uses only {edge} and
+// {topic}, and that it names the source topic (else every topic of an edge
+// would land in one hub topic).
+func validateTemplate(t string) error {
+	rest := strings.NewReplacer("{edge}", "", "{topic}", "").Replace(t)
+	if strings.ContainsAny(rest, "{}") {
+		return fmt.Errorf("only {edge} and {topic} may be used, got %q", t)
+	}
+	if !strings.Contains(t, "{topic}") {
+		return fmt.Errorf("must contain {topic}, got %q", t)
+	}
+	for _, r := range rest {
+		if !validTopicRune(r) {
+			return fmt.Errorf("character %q is not allowed in a Kafka topic name", r)
+		}
+	}
+	return nil
+}
+
+func validTopicRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-'
+}
+
+// destTopic applies the template.
+func destTopic(template, edge, topic string) (string, error) {
+	name := strings.NewReplacer("{edge}", edge, "{topic}", topic).Replace(template)
+	if len(name) > 249 {
+		return "", fmt.Errorf("hub topic name %q is longer than 249 characters", name)
+	}
+	for _, r := range name {
+		if !validTopicRune(r) {
+			return "", fmt.Errorf("hub topic name %q has the invalid character %q", name, r)
+		}
+	}
+	return name, nil
+}

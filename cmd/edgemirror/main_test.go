@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func TestUsageErrors(t *testing.T) {
+	agentOK := []string{"agent", "--edge-id", "e1", "--brokers", "127.0.0.1:9092", "--aggregator", "http://127.0.0.1:8080", "--check"}
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantMsg string // part of the one-line error, naming the flag
+	}{
+		{"no command", nil, nil, "missing command"},
+		{"unknown command", []string{"mirror"}, nil, `unknown command "mirror"`},
+		{"unknown flag", []string{"agent", "--nope"}, nil, "unknown flag --nope"},
+		{"missing edge id", []string{"agent", "--brokers", "a:1", "--aggregator", "http://x:1"}, nil, "--edge-id"},
+		{"bad edge id", append(agentOK[:0:0], "agent", "--edge-id", "bad id!", "--brokers", "a:1", "--aggregator", "http://x:1"), nil, "--edge-id"},
+		{"missing brokers", []string{"agent", "--edge-id", "e1", "--aggregator", "http://x:1"}, nil, "--brokers"},
+		{"bad size", append(append([]string{}, agentOK...), "--buffer-max-bytes", "12 parsecs"), nil, "--buffer-max-bytes"},
+		{"bad rate", append(append([]string{}, agentOK...), "--bandwidth", "fast"), nil, "--bandwidth"},
+		{"bad duration", append(append([]string{}, agentOK...), "--linger", "1 minute"), nil, "--linger"},
+		{"bad policy", append(append([]string{}, agentOK...), "--buffer-full", "panic"), nil, "--buffer-full"},
+		{"bad compression", append(append([]string{}, agentOK...), "--compression", "lz5"), nil, "--compression"},
+		{"bad regex", append(append([]string{}, agentOK...), "--topics", "("), nil, "--topics"},
+		{"bad aggregator url", []string{"agent", "--edge-id", "e1", "--brokers", "a:1", "--aggregator", "ftp://x"}, nil, "--aggregator"},
+		{"zero inflight", append(append([]string{}, agentOK...), "--inflight", "0"), nil, "--inflight"},
+		{"batch bigger than buffer", append(append([]string{}, agentOK...), "--batch-bytes", "8MiB", "--buffer-max-bytes", "8MiB"), nil, "--batch-bytes"},
+		{"bad env value", agentOK, map[string]string{"EDGEMIRROR_BUFFER_MAX_BYTES": "lots"}, "EDGEMIRROR_BUFFER_MAX_BYTES"},
+		{"aggregator without brokers", []string{"aggregator", "--check"}, nil, "--brokers"},
+		{"bad template", []string{"aggregator", "--brokers", "a:1", "--topic-template", "{site}.{topic}"}, nil, "--topic-template"},
+		{"template without topic", []string{"aggregator", "--brokers", "a:1", "--topic-template", "{edge}"}, nil, "--topic-template"},
+		{"bad replication factor", []string{"aggregator", "--brokers", "a:1", "--hub-replication-factor", "0"}, nil, "--hub-replication-factor"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tt.args, &stdout, &stderr, env(tt.env))
+			var ue *usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("got %v, want a usage error", err)
+			}
+			if code := exitCode(err, &stderr); code != 2 {
+				t.Errorf("exit code %d, want 2", code)
+			}
+			if !strings.Contains(ue.message, tt.wantMsg) {
+				t.Errorf("message %q does not mention %q", ue.message, tt.wantMsg)
+			}
+			if strings.Contains(ue.message, "\n") {
+				t.Errorf("message is not one line: %q", ue.message)
+			}
+			if !strings.Contains(stderr.String(), "Try: edgemirror") {
+				t.Errorf("no hint printed: %q", stderr.String())
+			}
+		})
+	}
+}
+
+func TestEnvironmentAndPrecedence(t *testing.T) {
+	var stdout bytes.Buffer
+	e := env(map[string]string{
+		"EDGEMIRROR_EDGE_ID":          "from-env",
+		"EDGEMIRROR_BROKERS":          "127.0.0.1:9092",
+		"EDGEMIRROR_AGGREGATOR":       "http://127.0.0.1:8080",
+		"EDGEMIRROR_BUFFER_MAX_BYTES": "64MiB",
+		"EDGEMIRROR_BANDWIDTH":        "4Mbit/s",
+	})
+	err := run(context.Background(), []string{"agent", "--check", "--edge-id", "from-flag"}, &stdout, &bytes.Buffer{}, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := stdout.String()
+	for _, want := range []string{"edge-id=from-flag", "max 64MiB", "bandwidth=500000"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output %q lacks %q", out, want)
+		}
+	}
+}
+
+func TestHelpListsEveryFlag(t *testing.T) {
+	for _, sub := range []string{"agent", "aggregator"} {
+		var stdout bytes.Buffer
+		err := run(context.Background(), []string{sub, "--help"}, &stdout, &bytes.Buffer{}, env(nil))
+		if code := exitCode(err, &bytes.Buffer{}); code != 0 {
+			t.Fatalf("%s --help: exit %d (%v)", sub, code, err)
+		}
+		help := stdout.String()
+		want := map[string][]string{
+			"agent": {"--edge-id", "--brokers", "--topics", "--exclude-topics", "--buffer-dir", "--buffer-max-bytes",
+				"--buffer-full", "--aggregator", "--batch-bytes", "--linger", "--bandwidth", "--compression",
+				"--compression-level", "--inflight", "--metrics-addr", "--log-level", "--log-format",
+				"(default 1GiB; env EDGEMIRROR_BUFFER_MAX_BYTES)", "(default 1MiB", "(default 1s", "(default zstd", "(default 4;"},
+			"aggregator": {"--listen", "--brokers", "--state-dir", "--topic-template", "--hub-replication-factor",
+				"--max-chunk-bytes", "--metrics-addr", "--log-level", "--log-format", "(default :8080", "(default {edge}.{topic}",
+				"(default 16MiB"},
+		}[sub]
+		for _, w := range want {
+			if !strings.Contains(help, w) {
+				t.Errorf("%s --help lacks %q", sub, w)
+			}
+		}
+	}
+	var stdout bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &stdout, &bytes.Buffer{}, env(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(stdout.String(), "edgemirror ") {
+		t.Errorf("version output %q", stdout.String())
+	}
+}

@@ -1,0 +1,463 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Provenance header keys (duplicated from internal/provenance on purpose:
+// the tests check the product against the documented contract).
+const (
+	hdrEdge      = "edgemirror-edge"
+	hdrTopic     = "edgemirror-topic"
+	hdrPartition = "edgemirror-partition"
+	hdrOffset    = "edgemirror-offset"
+)
+
+// Rec is one record as produced at the edge, with the offset the edge gave it.
+type Rec struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   []kgo.RecordHeader
+	Timestamp time.Time
+}
+
+// Produced accumulates what was produced at the edge, safely from many
+// goroutines.
+type Produced struct {
+	mu   sync.Mutex
+	recs map[string]map[int32][]Rec // topic → partition → records in offset order
+}
+
+// NewProduced returns an empty Produced.
+func NewProduced() *Produced { return &Produced{recs: make(map[string]map[int32][]Rec)} }
+
+func (p *Produced) add(r Rec) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.recs[r.Topic] == nil {
+		p.recs[r.Topic] = make(map[int32][]Rec)
+	}
+	p.recs[r.Topic][r.Partition] = append(p.recs[r.Topic][r.Partition], r)
+}
+
+// Count returns how many records were produced.
+func (p *Produced) Count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, parts := range p.recs {
+		for _, rs := range parts {
+			n += len(rs)
+		}
+	}
+	return n
+}
+
+// Topics returns the produced topics.
+func (p *Produced) Topics() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for t := range p.recs {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// MakeRecord returns the i-th synthetic record of a partition. It covers
+// null and empty keys and values, repeated and null headers, and distinct
+// timestamps.
+func MakeRecord(topic string, partition int32, i int, base time.Time) *kgo.Record {
+	r := &kgo.Record{Topic: topic, Partition: partition, Timestamp: base.Add(time.Duration(i) * time.Millisecond)}
+	switch i % 17 {
+	case 0:
+		r.Key = nil
+	case 1:
+		r.Key = []byte{}
+	default:
+		r.Key = []byte("sensor-" + strconv.Itoa(i%50))
+	}
+	switch i % 13 {
+	case 0:
+		r.Value = nil // tombstone
+	case 1:
+		r.Value = []byte{}
+	default:
+		r.Value = fmt.Appendf(nil, `{"site":"plant-7","line":%d,"sensor":"temp-%02d","seq":%d,"celsius":%.2f,"status":"ok"}`,
+			partition, i%50, i, 20+float64(i%700)/100)
+	}
+	if i%5 != 0 {
+		r.Headers = []kgo.RecordHeader{
+			{Key: "content-type", Value: []byte("application/json")},
+			{Key: "dup", Value: []byte("a")},
+			{Key: "dup", Value: []byte("b")},
+			{Key: "trace", Value: fmt.Appendf(nil, "%d-%d", partition, i)},
+		}
+	}
+	return r
+}
+
+// Producer produces synthetic records to the edge cluster and remembers them.
+type Producer struct {
+	cl   *kgo.Client
+	Base time.Time
+	Out  *Produced
+	next map[string]map[int32]int
+	mu   sync.Mutex
+}
+
+// NewProducer connects a producer to brokers. Extra options (for example
+// kgo.TransactionalID) are appended.
+func NewProducer(brokers []string, extra ...kgo.Opt) (*Producer, error) {
+	opts := append([]kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(2 * time.Millisecond),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.RecordRetries(1 << 20),
+	}, extra...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Producer{cl: cl, Base: time.Now().Add(-time.Minute).Truncate(time.Millisecond), Out: NewProduced(),
+		next: make(map[string]map[int32]int)}, nil
+}
+
+// Client returns the underlying franz-go client.
+func (p *Producer) Client() *kgo.Client { return p.cl }
+
+// Close closes the producer.
+func (p *Producer) Close() { p.cl.Close() }
+
+// CreateTopic creates topic with partitions (and optional configs) on the
+// cluster the producer talks to.
+func (p *Producer) CreateTopic(ctx context.Context, topic string, partitions int32, configs map[string]*string) error {
+	adm := kadm.NewClient(p.cl)
+	res, err := adm.CreateTopics(ctx, partitions, 1, configs, topic)
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			return r.Err
+		}
+	}
+	return nil
+}
+
+// Produce produces n records to each partition of topic, synchronously,
+// and records them (with their offsets) in p.Out.
+func (p *Producer) Produce(ctx context.Context, topic string, partitions int32, n int) error {
+	recs := p.Build(topic, partitions, n)
+	return p.Send(ctx, recs)
+}
+
+// Build makes the next n synthetic records of every partition of topic.
+func (p *Producer) Build(topic string, partitions int32, n int) []*kgo.Record {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.next[topic] == nil {
+		p.next[topic] = make(map[int32]int)
+	}
+	var recs []*kgo.Record
+	for i := 0; i < n; i++ {
+		for part := int32(0); part < partitions; part++ {
+			recs = append(recs, MakeRecord(topic, part, p.next[topic][part], p.Base))
+			p.next[topic][part]++
+		}
+	}
+	return recs
+}
+
+// Send produces recs synchronously and records them.
+func (p *Producer) Send(ctx context.Context, recs []*kgo.Record) error {
+	res := p.cl.ProduceSync(ctx, recs...)
+	if err := res.FirstErr(); err != nil {
+		return err
+	}
+	for _, r := range recs {
+		p.Out.add(fromKgo(r))
+	}
+	return nil
+}
+
+func fromKgo(r *kgo.Record) Rec {
+	return Rec{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value,
+		Headers: r.Headers, Timestamp: r.Timestamp}
+}
+
+// ReadAll reads every record of the given topics from brokers, up to the end
+// offsets at the time of the call, and returns them per topic and partition.
+func ReadAll(ctx context.Context, brokers []string, topics ...string) (map[string]map[int32][]*kgo.Record, error) {
+	adm, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return nil, err
+	}
+	defer adm.Close()
+	ac := kadm.NewClient(adm)
+	ends, err := ac.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets: %w", err)
+	}
+	starts, err := ac.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("list start offsets: %w", err)
+	}
+	want := make(map[string]map[int32]kgo.Offset)
+	remaining := make(map[string]map[int32]int64)
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			return
+		}
+		start, _ := starts.Lookup(o.Topic, o.Partition)
+		if o.Offset <= start.Offset {
+			return
+		}
+		if want[o.Topic] == nil {
+			want[o.Topic] = make(map[int32]kgo.Offset)
+			remaining[o.Topic] = make(map[int32]int64)
+		}
+		want[o.Topic][o.Partition] = kgo.NewOffset().At(start.Offset)
+		remaining[o.Topic][o.Partition] = o.Offset
+	})
+	out := make(map[string]map[int32][]*kgo.Record)
+	for _, t := range topics {
+		out[t] = make(map[int32][]*kgo.Record)
+	}
+	if len(want) == 0 {
+		return out, nil
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumePartitions(want),
+		kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	done := func() bool {
+		for t, parts := range remaining {
+			for p, end := range parts {
+				recs := out[t][p]
+				if len(recs) == 0 || recs[len(recs)-1].Offset < end-1 {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	for !done() {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return out, fmt.Errorf("read hub: %w", err)
+		}
+		var ferr error
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) && ferr == nil {
+				ferr = fmt.Errorf("fetch %s/%d: %w", t, p, err)
+			}
+		})
+		if ferr != nil {
+			return out, ferr
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if end, ok := remaining[r.Topic][r.Partition]; ok && r.Offset < end {
+				out[r.Topic][r.Partition] = append(out[r.Topic][r.Partition], r)
+			}
+		})
+	}
+	return out, nil
+}
+
+// CountAll returns how many records the topics hold (end minus start offsets).
+func CountAll(ctx context.Context, brokers []string, topics ...string) (int64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	ac := kadm.NewClient(cl)
+	ends, err := ac.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return 0, err
+	}
+	starts, err := ac.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			return
+		}
+		s, _ := starts.Lookup(o.Topic, o.Partition)
+		n += o.Offset - s.Offset
+	})
+	return n, nil
+}
+
+// Lost is a source range the agent reported lost.
+type Lost struct {
+	Topic       string
+	Partition   int32
+	First, Last int64
+}
+
+// Check compares the hub topics of edge against what was produced: every
+// produced record not in a lost range appears exactly once, in source offset
+// order per partition, on the same partition number, with key, value,
+// headers and timestamp preserved and the four provenance headers added; no
+// record of a lost range appears. template maps a source topic to its hub
+// topic.
+func Check(ctx context.Context, hubBrokers []string, edge string, produced *Produced, lost []Lost, template func(string) string) error {
+	produced.mu.Lock()
+	defer produced.mu.Unlock()
+	var hubTopics []string
+	for t := range produced.recs {
+		hubTopics = append(hubTopics, template(t))
+	}
+	got, err := ReadAll(ctx, hubBrokers, hubTopics...)
+	if err != nil {
+		return err
+	}
+	isLost := func(t string, p int32, off int64) bool {
+		for _, l := range lost {
+			if l.Topic == t && l.Partition == p && off >= l.First && off <= l.Last {
+				return true
+			}
+		}
+		return false
+	}
+	var problems []string
+	report := func(format string, args ...any) {
+		if len(problems) < 20 {
+			problems = append(problems, fmt.Sprintf(format, args...))
+		}
+	}
+	for topic, parts := range produced.recs {
+		ht := template(topic)
+		for p, want := range parts {
+			var exp []Rec
+			for _, r := range want {
+				if !isLost(topic, p, r.Offset) {
+					exp = append(exp, r)
+				}
+			}
+			sort.Slice(exp, func(i, j int) bool { return exp[i].Offset < exp[j].Offset })
+			have := got[ht][p]
+			if len(have) != len(exp) {
+				report("%s/%d: hub has %d records, want %d", ht, p, len(have), len(exp))
+			}
+			for i := 0; i < len(have) && i < len(exp); i++ {
+				if msg := compare(edge, topic, p, exp[i], have[i]); msg != "" {
+					report("%s/%d record %d: %s", ht, p, i, msg)
+					break
+				}
+			}
+		}
+		for p := range got[ht] {
+			if _, ok := parts[p]; !ok && len(got[ht][p]) > 0 {
+				report("%s/%d: %d records on a partition nothing was produced to", ht, p, len(got[ht][p]))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("hub does not match the edge:\n  %s", joinLines(problems))
+	}
+	return nil
+}
+
+func joinLines(s []string) string {
+	var b bytes.Buffer
+	for i, l := range s {
+		if i > 0 {
+			b.WriteString("\n  ")
+		}
+		b.WriteString(l)
+	}
+	return b.String()
+}
+
+func compare(edge, topic string, p int32, want Rec, got *kgo.Record) string {
+	n := len(got.Headers)
+	if n < 4 {
+		return fmt.Sprintf("only %d headers, provenance missing", n)
+	}
+	prov := got.Headers[n-4:]
+	wantProv := []kgo.RecordHeader{
+		{Key: hdrEdge, Value: []byte(edge)},
+		{Key: hdrTopic, Value: []byte(topic)},
+		{Key: hdrPartition, Value: []byte(strconv.Itoa(int(p)))},
+		{Key: hdrOffset, Value: []byte(strconv.FormatInt(want.Offset, 10))},
+	}
+	if !headersEqual(prov, wantProv) {
+		return fmt.Sprintf("provenance %s, want %s (duplicate, gap or reorder)", fmtHeaders(prov), fmtHeaders(wantProv))
+	}
+	if !nullableEqual(got.Key, want.Key) {
+		return fmt.Sprintf("key %s, want %s", fmtBytes(got.Key), fmtBytes(want.Key))
+	}
+	if !nullableEqual(got.Value, want.Value) {
+		return fmt.Sprintf("value %s, want %s", fmtBytes(got.Value), fmtBytes(want.Value))
+	}
+	if !headersEqual(got.Headers[:n-4], want.Headers) {
+		return fmt.Sprintf("headers %s, want %s", fmtHeaders(got.Headers[:n-4]), fmtHeaders(want.Headers))
+	}
+	if !got.Timestamp.Equal(want.Timestamp) {
+		return fmt.Sprintf("timestamp %s, want %s", got.Timestamp.UTC(), want.Timestamp.UTC())
+	}
+	return ""
+}
+
+func nullableEqual(a, b []byte) bool {
+	return (a == nil) == (b == nil) && bytes.Equal(a, b)
+}
+
+func headersEqual(a, b []kgo.RecordHeader) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Key != b[i].Key || !bytes.Equal(a[i].Value, b[i].Value) {
+			return false
+		}
+	}
+	return true
+}
+
+func fmtBytes(b []byte) string {
+	if b == nil {
+		return "null"
+	}
+	if len(b) > 40 {
+		return strconv.Quote(string(b[:40])) + "..."
+	}
+	return strconv.Quote(string(b))
+}
+
+func fmtHeaders(hs []kgo.RecordHeader) string {
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i, h := range hs {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%s", h.Key, fmtBytes(h.Value))
+	}
+	b.WriteByte(']')
+	return b.String()
+}
