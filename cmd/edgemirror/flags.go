@@ -152,7 +152,7 @@ func (c *command) usage(w io.Writer) {
 type stringValue string
 
 func (v *stringValue) Set(s string) error { *v = stringValue(s); return nil }
-func (v *stringValue) String() string   { return string(*v) }
+func (v *stringValue) String() string     { return string(*v) }
 
 type listValue []string
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
 	"github.com/edgemirror/edgemirror/test/internal/harness"
@@ -300,4 +301,107 @@ func (e *env) waitHubTopicExists() {
 		e.t.Fatal(err)
 	}
 	e.waitHub(30, 30*time.Second)
+}
+
+func TestTransactionsNewTopicsAndPartitions(t *testing.T) {
+	e := newEnv(t)
+	e.startAgent("")
+	e.waitHubTopicExists()
+
+	// A transactional producer: committed records arrive, aborted ones never,
+	// and the control records' offset gaps do not confuse deduplication.
+	txp, err := harness.NewProducer(e.edge.ListenAddrs(), kgo.TransactionalID("edge-tx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txp.Close()
+	txp.Base = e.prod.Base
+	const txTopic = "orders"
+	if err := e.prod.CreateTopic(e.ctx, txTopic, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		if err := txp.Client().BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		recs := txp.Build(txTopic, 2, 50)
+		if err := txp.Client().ProduceSync(e.ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		commit := i%3 != 1
+		if err := txp.Client().EndTransaction(e.ctx, kgo.TransactionEndTry(commit)); err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			txp.Record(recs)
+		}
+	}
+	// A topic created while the agent runs is picked up (metadata interval 1s),
+	// and so is a partition added to an existing topic.
+	if err := e.prod.CreateTopic(e.ctx, "late", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.prod.Produce(e.ctx, "late", 1, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.prod.AddPartitions(e.ctx, topic, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.prod.Produce(e.ctx, topic, 4, 100); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 60*time.Second, "everything in the hub", func() error {
+		for _, src := range []*harness.Producer{e.prod, txp} {
+			for _, tp := range src.Out.Topics() {
+				if _, err := harness.CountAll(e.ctx, e.hub.ListenAddrs(), e.hubTopic(tp)); err != nil {
+					return err
+				}
+			}
+		}
+		return harness.Check(e.ctx, e.hub.ListenAddrs(), e.edgeID, e.prod.Out, nil, e.hubTopic)
+	})
+	if err := harness.Check(e.ctx, e.hub.ListenAddrs(), e.edgeID, txp.Out, nil, e.hubTopic); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.agent.Metrics(e.ctx)["edgemirror_agent_records_skipped_total"]; got == 0 {
+		t.Error("no aborted or control record was counted as skipped")
+	}
+}
+
+func TestEdgeRetentionLossIsReported(t *testing.T) {
+	e := newEnv(t)
+	bufDir := filepath.Join(t.TempDir(), "buffer")
+	e.startAgent(bufDir)
+	if err := e.prod.Produce(e.ctx, topic, 3, 100); err != nil {
+		t.Fatal(err)
+	}
+	e.waitHub(300, 30*time.Second)
+	if err := e.agent.Stop(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// While the agent is down, more is produced and retention deletes part
+	// of it before the agent could read it.
+	if err := e.prod.Produce(e.ctx, topic, 3, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.prod.DeleteRecordsBefore(e.ctx, topic, 0, 150); err != nil {
+		t.Fatal(err)
+	}
+	e.agent.Restart()
+	want := []harness.Lost{{Topic: topic, Partition: 0, First: 100, Last: 149}}
+	harness.Eventually(t, 30*time.Second, "loss reported", func() error {
+		l, err := e.agg.Losses(e.ctx, e.edgeID)
+		if err != nil {
+			return err
+		}
+		if len(l) != 1 || l[0] != want[0] {
+			return fmt.Errorf("losses %+v, want %+v", l, want)
+		}
+		return nil
+	})
+	e.waitHub(int64(e.prod.Out.Count()-50), 30*time.Second)
+	e.check(want)
+	if !e.agent.LogContains("first_lost_offset=100") {
+		t.Error("the agent did not log the exact lost range")
+	}
 }

@@ -115,6 +115,7 @@ func MakeRecord(topic string, partition int32, i int, base time.Time) *kgo.Recor
 // Producer produces synthetic records to the edge cluster and remembers them.
 type Producer struct {
 	cl   *kgo.Client
+	opts []kgo.Opt
 	Base time.Time
 	Out  *Produced
 	next map[string]map[int32]int
@@ -136,7 +137,7 @@ func NewProducer(brokers []string, extra ...kgo.Opt) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Producer{cl: cl, Base: time.Now().Add(-time.Minute).Truncate(time.Millisecond), Out: NewProduced(),
+	return &Producer{cl: cl, opts: opts, Base: time.Now().Add(-time.Minute).Truncate(time.Millisecond), Out: NewProduced(),
 		next: make(map[string]map[int32]int)}, nil
 }
 
@@ -460,4 +461,44 @@ func fmtHeaders(hs []kgo.RecordHeader) string {
 	}
 	b.WriteByte(']')
 	return b.String()
+}
+
+// Record remembers records produced outside Send (for example inside a
+// transaction that was committed).
+func (p *Producer) Record(recs []*kgo.Record) {
+	for _, r := range recs {
+		p.Out.add(fromKgo(r))
+	}
+}
+
+// AddPartitions grows topic to total partitions.
+func (p *Producer) AddPartitions(ctx context.Context, topic string, total int32) error {
+	res, err := kadm.NewClient(p.cl).UpdatePartitions(ctx, int(total), topic)
+	if err != nil {
+		return err
+	}
+	if err := res.Error(); err != nil {
+		return err
+	}
+	// A new client, so that the partitioner sees the new partitions
+	// (a running client learns of them only at its next metadata refresh).
+	cl, err := kgo.NewClient(p.opts...)
+	if err != nil {
+		return err
+	}
+	p.cl.Close()
+	p.cl = cl
+	return nil
+}
+
+// DeleteRecordsBefore deletes the records of topic/partition below offset
+// (as retention would). p.Out keeps them: pass the range to Check as lost.
+func (p *Producer) DeleteRecordsBefore(ctx context.Context, topic string, partition int32, offset int64) error {
+	os := kadm.Offsets{}
+	os.Add(kadm.Offset{Topic: topic, Partition: partition, At: offset})
+	res, err := kadm.NewClient(p.cl).DeleteRecords(ctx, os)
+	if err != nil {
+		return err
+	}
+	return res.Error()
 }
