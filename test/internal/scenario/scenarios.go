@@ -1,0 +1,252 @@
+package scenario
+
+import (
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgemirror/edgemirror/test/internal/harness"
+)
+
+// HappyPath: a backlog is mirrored, and both processes stop cleanly on SIGTERM.
+func HappyPath(t *testing.T, clusters Clusters) {
+	e := New(t, clusters)
+	if err := e.Prod.Produce(e.Ctx, e.Topic, 3, 2000); err != nil {
+		t.Fatal(err)
+	}
+	e.StartAgent("")
+	e.WaitAll()
+	e.Check(nil)
+	if err := e.Agent.Stop(20 * time.Second); err != nil {
+		t.Fatalf("agent stop: %v", err)
+	}
+	if err := e.Agg.Stop(20 * time.Second); err != nil {
+		t.Fatalf("aggregator stop: %v", err)
+	}
+}
+
+// KillAgent: kill -9 of the agent mid-stream, four times.
+func KillAgent(t *testing.T, clusters Clusters) {
+	e := New(t, clusters)
+	e.StartAgent(e.BufferDir(), "--batch-bytes", "32KiB")
+	stop := e.ProduceInBackground(200)
+	for i := 0; i < 4; i++ {
+		e.WaitHubGrowth(1500) // kill while records are flowing
+		e.Agent.Kill()
+		e.Agent.Restart()
+	}
+	stop()
+	e.WaitAll()
+	e.Check(nil)
+}
+
+// KillAggregator: kill -9 of the aggregator mid-stream, three times.
+func KillAggregator(t *testing.T, clusters Clusters) {
+	e := New(t, clusters)
+	e.StartAgent("", "--batch-bytes", "32KiB")
+	stop := e.ProduceInBackground(200)
+	for i := 0; i < 3; i++ {
+		e.WaitHubGrowth(1500)
+		e.Agg.Kill()
+		e.Agg.Restart()
+		e.Agg.WaitHealthy(t)
+	}
+	stop()
+	e.WaitAll()
+	e.Check(nil)
+}
+
+// EmptyAggregatorState: the aggregator is replaced by one with an empty
+// state directory mid-stream; it must derive its watermarks from the hub.
+func EmptyAggregatorState(t *testing.T, clusters Clusters) {
+	e := New(t, clusters)
+	e.StartAgent("", "--batch-bytes", "32KiB")
+	stop := e.ProduceInBackground(200)
+	e.WaitHubGrowth(1000)
+	e.Agg.Kill()
+	if err := os.RemoveAll(e.Agg.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	e.Agg.Restart()
+	e.Agg.WaitHealthy(t)
+	stop()
+	e.WaitAll()
+	e.Check(nil)
+	if !e.Agg.LogContains("watermark derived from hub") {
+		t.Error("the restarted aggregator never derived a watermark from the hub")
+	}
+}
+
+// LinkCut: the link is cut while records flow; the buffer fills, then drains.
+func LinkCut(t *testing.T, clusters Clusters) {
+	e := New(t, clusters)
+	e.StartAgent("", "--batch-bytes", "16KiB")
+	stop := e.ProduceInBackground(100)
+	e.WaitHub(300, time.Minute)
+	e.Proxy.Cut()
+	harness.Eventually(t, time.Minute, "buffer filling during the cut", func() error {
+		if got := e.Agent.Metrics(e.Ctx)["edgemirror_buffer_chunks"]; got < 5 {
+			return fmt.Errorf("%v chunks buffered", got)
+		}
+		return nil
+	})
+	e.Proxy.Restore()
+	stop()
+	e.WaitAll()
+	harness.Eventually(t, time.Minute, "buffer drained", func() error {
+		if got := e.Agent.Metrics(e.Ctx)["edgemirror_buffer_chunks"]; got != 0 {
+			return fmt.Errorf("%v chunks still buffered", got)
+		}
+		return nil
+	})
+	e.Check(nil)
+}
+
+// DropOldest: with a small buffer and the link down, the oldest chunks are
+// dropped; the ranges the aggregator is told about are exactly what is
+// missing in the hub.
+func DropOldest(t *testing.T, clusters Clusters) {
+	e := New(t, clusters)
+	e.StartAgent("", "--batch-bytes", "16KiB", "--buffer-max-bytes", "1MiB", "--buffer-full", "drop-oldest",
+		"--compression", "none")
+	e.WaitShipped()
+	e.Proxy.Cut()
+	for i := 0; i < 10; i++ { // much more than the buffer holds
+		if err := e.Prod.Produce(e.Ctx, e.Topic, 3, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	harness.Eventually(t, 2*time.Minute, "agent read everything and dropped chunks", func() error {
+		m := e.Agent.Metrics(e.Ctx)
+		if m["edgemirror_buffer_dropped_records_total"] == 0 {
+			return fmt.Errorf("nothing dropped yet")
+		}
+		if got := m["edgemirror_agent_records_read_total"]; got < float64(e.Prod.Out.Count()) {
+			return fmt.Errorf("read %v of %d", got, e.Prod.Out.Count())
+		}
+		return nil
+	})
+	e.Proxy.Restore()
+	var lost []harness.Lost
+	harness.Eventually(t, 2*time.Minute, "kept records in hub and losses reported", func() error {
+		m := e.Agent.Metrics(e.Ctx)
+		if m["edgemirror_buffer_chunks"] != 0 {
+			return fmt.Errorf("%v chunks still buffered", m["edgemirror_buffer_chunks"])
+		}
+		l, err := e.Agg.Losses(e.Ctx, e.EdgeID)
+		if err != nil {
+			return err
+		}
+		var n int64
+		for _, r := range l {
+			n += r.Last - r.First + 1
+		}
+		if float64(n) != m["edgemirror_buffer_dropped_records_total"] {
+			return fmt.Errorf("aggregator knows %d lost records, agent dropped %v", n, m["edgemirror_buffer_dropped_records_total"])
+		}
+		lost = l
+		return nil
+	})
+	if len(lost) == 0 {
+		t.Fatal("no loss was reported")
+	}
+	e.Check(lost)
+}
+
+// Transactions: committed transactional records arrive, aborted ones never,
+// control-record gaps do not confuse dedupe; topics and partitions created
+// while the agent runs are picked up.
+func Transactions(t *testing.T, clusters Clusters) {
+	e := New(t, clusters)
+	e.StartAgent("")
+	e.WaitShipped()
+
+	txp, err := harness.NewProducer(e.Edge.Brokers(), kgo.TransactionalID("tx-"+e.EdgeID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txp.Close()
+	txTopic := e.Name("orders")
+	if err := e.Prod.CreateTopic(e.Ctx, txTopic, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		if err := txp.Client().BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		recs := txp.Build(txTopic, 2, 50)
+		if err := txp.Client().ProduceSync(e.Ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		commit := i%3 != 1
+		if err := txp.Client().EndTransaction(e.Ctx, kgo.TransactionEndTry(commit)); err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			txp.Record(recs)
+		}
+	}
+	late := e.Name("late")
+	if err := e.Prod.CreateTopic(e.Ctx, late, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Prod.Produce(e.Ctx, late, 1, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Prod.AddPartitions(e.Ctx, e.Topic, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Prod.Produce(e.Ctx, e.Topic, 4, 100); err != nil {
+		t.Fatal(err)
+	}
+	// New topics and partitions must be picked up within 30 s.
+	harness.Eventually(t, 45*time.Second, "everything in the hub", func() error {
+		if err := harness.Check(e.Ctx, e.Hub.Brokers(), e.EdgeID, txp.Out, nil, e.HubTopic); err != nil {
+			return err
+		}
+		return harness.Check(e.Ctx, e.Hub.Brokers(), e.EdgeID, e.Prod.Out, nil, e.HubTopic)
+	})
+	if got := e.Agent.Metrics(e.Ctx)["edgemirror_agent_records_skipped_total"]; got == 0 {
+		t.Error("no aborted or control record was counted as skipped")
+	}
+}
+
+// EdgeRetention: records deleted at the edge before the agent read them are
+// reported with their exact range, and nothing else is missing.
+func EdgeRetention(t *testing.T, clusters Clusters) {
+	e := New(t, clusters)
+	e.StartAgent(e.BufferDir())
+	if err := e.Prod.Produce(e.Ctx, e.Topic, 3, 100); err != nil {
+		t.Fatal(err)
+	}
+	e.WaitHub(300, time.Minute)
+	if err := e.Agent.Stop(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Prod.Produce(e.Ctx, e.Topic, 3, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Prod.DeleteRecordsBefore(e.Ctx, e.Topic, 0, 150); err != nil {
+		t.Fatal(err)
+	}
+	e.Agent.Restart()
+	want := harness.Lost{Topic: e.Topic, Partition: 0, First: 100, Last: 149}
+	harness.Eventually(t, time.Minute, "loss reported", func() error {
+		l, err := e.Agg.Losses(e.Ctx, e.EdgeID)
+		if err != nil {
+			return err
+		}
+		if len(l) != 1 || l[0] != want {
+			return fmt.Errorf("losses %+v, want %+v", l, want)
+		}
+		return nil
+	})
+	e.WaitHub(int64(e.Prod.Out.Count()-50), time.Minute)
+	e.Check([]harness.Lost{want})
+	if !e.Agent.LogContains("first_lost_offset=100") {
+		t.Error("the agent did not log the exact lost range")
+	}
+}
