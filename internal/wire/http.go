@@ -1,0 +1,92 @@
+package wire
+
+// HTTP protocol between agent and aggregator. docs/protocol.md describes the
+// exchange, the status codes and who retries what.
+
+// Paths served by the aggregator.
+const (
+	// PathChunks accepts POST with one frame as the body and Content-Type
+	// ContentTypeChunk. The answer is ChunkResponse (200) or ErrorResponse.
+	PathChunks = "/v1/chunks"
+	// PathLosses accepts POST with a JSON LossReport as the body.
+	PathLosses = "/v1/losses"
+	// PathResume answers GET with ResumeResponse for the calling edge and
+	// the epoch in HeaderEpoch.
+	PathResume = "/v1/resume"
+)
+
+// Request headers sent by the agent.
+const (
+	// HeaderEdge carries the edge id. The aggregator trusts it only when it
+	// runs without authentication; otherwise the id comes from the
+	// credential and a differing HeaderEdge is rejected.
+	HeaderEdge = "Edgemirror-Edge"
+	// HeaderEpoch carries a decimal uint64 naming the agent's buffer.
+	// Sequence numbers restart with a new epoch (a new, empty buffer).
+	HeaderEpoch = "Edgemirror-Epoch"
+	// HeaderFloor carries a decimal uint64: the lowest seq the agent still
+	// holds. Every lower seq was acknowledged or dropped, so the aggregator
+	// must not wait for it.
+	HeaderFloor = "Edgemirror-Floor"
+)
+
+// ContentTypeChunk is the Content-Type of a PathChunks request body.
+const ContentTypeChunk = "application/vnd.edgemirror.chunk"
+
+// ContentTypeJSON is the Content-Type of every JSON body of the protocol.
+const ContentTypeJSON = "application/json"
+
+// MaxJSONBytes bounds every JSON body of the protocol (LossReport,
+// ResumeResponse, ChunkResponse, ErrorResponse). A receiver reads at most
+// this many bytes and rejects a larger LossReport with 413; a sender splits
+// larger loss reports.
+const MaxJSONBytes = 1 << 20
+
+// ChunkResponse answers a successful PathChunks request. It is sent only
+// after the hub acknowledged every record of the chunk (acks=all).
+type ChunkResponse struct {
+	Seq        uint64 `json:"seq"`        // the frame's seq
+	Written    int    `json:"written"`    // records produced to the hub by this request
+	Duplicates int    `json:"duplicates"` // records skipped because the hub already had them
+}
+
+// LossRange is a contiguous run of offsets of one source partition that the
+// agent will never deliver.
+type LossRange struct {
+	Topic       string `json:"topic"`
+	Partition   int32  `json:"partition"`
+	FirstOffset int64  `json:"first_offset"` // inclusive
+	LastOffset  int64  `json:"last_offset"`  // inclusive
+	Records     int64  `json:"records"`      // records lost in the range; may be below the offset span (compaction, transactions)
+	Reason      string `json:"reason"`       // one of the LossReason constants
+}
+
+// LossReport is the body of a PathLosses request.
+type LossReport struct {
+	Ranges []LossRange `json:"ranges"`
+}
+
+// ResumeResponse answers PathResume.
+type ResumeResponse struct {
+	Epoch   uint64 `json:"epoch"`    // the epoch asked about
+	NextSeq uint64 `json:"next_seq"` // seq the aggregator expects next; 0 = unknown
+}
+
+// ErrorResponse is the JSON body of every non-2xx answer.
+type ErrorResponse struct {
+	Error     string `json:"error"`
+	Permanent bool   `json:"permanent"` // true: retrying the same request cannot succeed
+}
+
+// Reasons of a LossRange.
+const (
+	// LossReasonDropOldest: the buffer was full under
+	// --buffer-full=drop-oldest and the oldest chunks were dropped.
+	LossReasonDropOldest = "buffer-full-drop-oldest"
+	// LossReasonEdgeRetention: edge Kafka deleted records the agent had not
+	// read yet (the next offset fell below the log start offset).
+	LossReasonEdgeRetention = "edge-retention"
+	// LossReasonRejected: the aggregator rejected the chunk permanently
+	// (400, 413 or 422) and the agent quarantined it.
+	LossReasonRejected = "rejected-by-aggregator"
+)
