@@ -120,6 +120,9 @@ type Producer struct {
 	Out  *Produced
 	next map[string]map[int32]int
 	mu   sync.Mutex
+	// Keyed lists topics whose records must all have a non-empty key
+	// (compacted topics reject null keys).
+	Keyed map[string]bool
 }
 
 // NewProducer connects a producer to brokers. Extra options (for example
@@ -138,7 +141,7 @@ func NewProducer(brokers []string, extra ...kgo.Opt) (*Producer, error) {
 		return nil, err
 	}
 	return &Producer{cl: cl, opts: opts, Base: time.Now().Add(-time.Minute).Truncate(time.Millisecond), Out: NewProduced(),
-		next: make(map[string]map[int32]int)}, nil
+		next: make(map[string]map[int32]int), Keyed: make(map[string]bool)}, nil
 }
 
 // Client returns the underlying franz-go client.
@@ -180,7 +183,11 @@ func (p *Producer) Build(topic string, partitions int32, n int) []*kgo.Record {
 	var recs []*kgo.Record
 	for i := 0; i < n; i++ {
 		for part := int32(0); part < partitions; part++ {
-			recs = append(recs, MakeRecord(topic, part, p.next[topic][part], p.Base))
+			r := MakeRecord(topic, part, p.next[topic][part], p.Base)
+			if p.Keyed[topic] && len(r.Key) == 0 {
+				r.Key = []byte("sensor-keyed")
+			}
+			recs = append(recs, r)
 			p.next[topic][part]++
 		}
 	}
@@ -501,4 +508,33 @@ func (p *Producer) DeleteRecordsBefore(ctx context.Context, topic string, partit
 		return err
 	}
 	return res.Error()
+}
+
+// CountTopic returns how many records were produced to topic.
+func (p *Produced) CountTopic(topic string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, rs := range p.recs[topic] {
+		n += len(rs)
+	}
+	return n
+}
+
+// FromTopic reads a topic as a consumer sees it now and returns it as a
+// Produced (what a mirror of it must contain), with its record count.
+func FromTopic(ctx context.Context, brokers []string, topic string) (*Produced, int, error) {
+	got, err := ReadAll(ctx, brokers, topic)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := NewProduced()
+	n := 0
+	for _, recs := range got[topic] {
+		for _, r := range recs {
+			out.add(fromKgo(r))
+			n++
+		}
+	}
+	return out, n, nil
 }

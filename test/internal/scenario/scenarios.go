@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"testing"
@@ -250,3 +251,73 @@ func EdgeRetention(t *testing.T, clusters Clusters) {
 		t.Error("the agent did not log the exact lost range")
 	}
 }
+
+// BrokerRestart: a broker (edge or hub) is killed with SIGKILL while records
+// flow, stays down for a few seconds and restarts with its data.
+func BrokerRestart(t *testing.T, clusters Clusters, kill, restart func(context.Context) error) {
+	e := New(t, clusters)
+	e.StartAgent("", "--batch-bytes", "32KiB")
+	stop := e.ProduceInBackground(100)
+	e.WaitHubGrowth(1000)
+	if err := kill(e.Ctx); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 30*time.Second, "agent notices the outage", func() error {
+		m := e.Agent.Metrics(e.Ctx)
+		if m["edgemirror_agent_fetch_errors_total"]+m["edgemirror_agent_chunk_send_errors_total"] == 0 {
+			return fmt.Errorf("no error seen yet")
+		}
+		return nil
+	})
+	if err := restart(e.Ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.WaitHubGrowth(1000)
+	stop()
+	e.WaitAll()
+	e.Check(nil)
+}
+
+// Compacted: a compacted source topic with offset gaps (and tombstones) is
+// mirrored exactly as a consumer at the edge reads it.
+func Compacted(t *testing.T, clusters Clusters) {
+	e := New(t, clusters)
+	topic := e.Name("state")
+	e.Prod.Keyed[topic] = true
+	one := "1"
+	if err := e.Prod.CreateTopic(e.Ctx, topic, 1, map[string]*string{
+		"cleanup.policy":            ptr("compact"),
+		"segment.ms":                ptr("100"),
+		"min.cleanable.dirty.ratio": ptr("0.001"),
+		"min.compaction.lag.ms":     ptr("0"),
+		"max.compaction.lag.ms":     ptr("100"),
+		"min.insync.replicas":       &one,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Keys repeat (sensor-0..49), so compaction removes older values.
+	for round := 0; round < 20; round++ {
+		if err := e.Prod.Produce(e.Ctx, topic, 1, 100); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond) // let segments roll (segment.ms=100)
+	}
+	var edgeView *harness.Produced
+	harness.Eventually(t, 2*time.Minute, "compaction at the edge", func() error {
+		v, n, err := harness.FromTopic(e.Ctx, e.Edge.Brokers(), topic)
+		if err != nil {
+			return err
+		}
+		if n >= e.Prod.Out.CountTopic(topic) {
+			return fmt.Errorf("no record compacted away yet (%d of %d left)", n, e.Prod.Out.CountTopic(topic))
+		}
+		edgeView = v
+		return nil
+	})
+	e.StartAgent("")
+	harness.Eventually(t, 2*time.Minute, "compacted topic mirrored", func() error {
+		return harness.Check(e.Ctx, e.Hub.Brokers(), e.EdgeID, edgeView, nil, e.HubTopic)
+	})
+}
+
+func ptr(s string) *string { return &s }
