@@ -133,6 +133,9 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		err = hs.Close()
 	}
 	<-errc
+	// Close cancels the requests' contexts; wait for their handlers before
+	// the decoder and the state are closed.
+	srv.inflight.Wait()
 	a.log.Info("aggregator stopped")
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shut down http server: %w", err)

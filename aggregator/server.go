@@ -55,6 +55,9 @@ type server struct {
 
 	draining atomic.Bool
 	stopping chan struct{} // closed at shutdown: wakes waiting chunks
+	// inflight counts chunk handlers running, so that shutdown closes the
+	// decoder and the state only after the last one returned.
+	inflight sync.WaitGroup
 }
 
 func (s *server) routes() http.Handler {
@@ -115,6 +118,8 @@ func (s *server) edge(name string) (*edgeState, error) {
 }
 
 func (s *server) handleChunk(w http.ResponseWriter, r *http.Request) {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
 	code, body := s.chunk(r)
 	s.m.chunks.WithLabelValues(strconv.Itoa(code)).Inc()
 	if he, ok := body.(*httpError); ok {
