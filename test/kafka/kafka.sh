@@ -186,6 +186,11 @@ start_broker() {
 	local dir=$1 t0 cpf cp port
 	t0=$(now_ms)
 	port=$(cat "$dir/port")
+	local i
+	for ((i = 0; i < 50; i++)); do
+		port_in_use "$port" || break
+		sleep 0.1
+	done
 	if port_in_use "$port"; then die "127.0.0.1:$port is already in use by another process"; fi
 	cpf=$(broker_classpath)
 	cp=$(cat "$cpf")

@@ -260,12 +260,29 @@ func TestReadCommittedRawFetch(t *testing.T) {
 	end(a, kgo.TryCommit)
 	wantCommitted := []string{"c0", "c1", "c2", "b0", "b1", "n0", "c3"}
 
-	lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.LastOffsetOf(0)}}})
-	if err != nil {
-		t.Fatal(err)
+	// EndTransaction returns before the coordinator has written the markers
+	// to the partition (seen once on 4.4: HWM 14 right after the last commit,
+	// 15 a moment later), so wait for all 10 records + 5 markers.
+	var hwm int64
+	polls := 0
+	tw := time.Now()
+	for {
+		polls++
+		lo, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.LastOffsetOf(0)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hwm = lo.Topics[topic][0].LastOffset
+		if hwm >= 15 || time.Since(tw) > 10*time.Second {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	hwm := lo.Topics[topic][0].LastOffset
-	t.Logf("HWM after 5 transactions (2 aborted) + 1 plain record: %d (10 data records + 5 markers = 15)", hwm)
+	t.Logf("HWM after 5 transactions (2 aborted) + 1 plain record: %d (10 records + 5 markers), after %d ListOffsets polls, %v",
+		hwm, polls, time.Since(tw).Round(time.Millisecond))
+	if hwm != 15 {
+		t.Fatalf("HWM %d, want 15", hwm)
+	}
 
 	for _, iso := range []int8{1, 0} {
 		var (

@@ -258,6 +258,13 @@ pid_alive() {
 	tr '\0' ' ' </proc/"$pid"/cmdline | grep -qF -- "$marker"
 }
 
+# proc_gone PID : the process has exited and released its files (its /proc
+# entry is gone, or it is a zombie). /proc/PID/cmdline empties earlier, while
+# the kernel may still be closing the JVM's sockets.
+proc_gone() {
+	[[ ! -e /proc/$1 ]] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
 # stop_pid PIDFILE MARKER GRACE_S : SIGTERM, then SIGKILL after GRACE_S
 # (GRACE_S=0: SIGKILL at once). Waits, bounded, until the process is gone.
 stop_pid() {
@@ -283,6 +290,10 @@ stop_pid() {
 		done
 	fi
 	pid_alive "$pidfile" "$marker" && die "pid $pid did not exit"
+	for ((i = 0; i < 100; i++)); do
+		proc_gone "$pid" && break
+		sleep 0.1
+	done
 	rm -f "$pidfile"
 }
 
