@@ -192,6 +192,7 @@ start_broker() {
 		sleep 0.1
 	done
 	if port_in_use "$port"; then die "127.0.0.1:$port is already in use by another process"; fi
+	ensure_java_maven
 	cpf=$(broker_classpath)
 	cp=$(cat "$cpf")
 	build_kready

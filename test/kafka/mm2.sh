@@ -49,6 +49,7 @@ cmd_up() {
 		return 0
 	fi
 	local t0; t0=$(now_ms)
+	ensure_java_maven
 	local cpf; cpf=$(mm2_classpath "$MM2_VERSION") || die "$(no_jars_hint)"
 	local cp; cp=$(cat "$cpf")
 	local heap=(${MM2_HEAP_OPTS:--Xms256m -Xmx1g})
