@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -119,5 +121,31 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	}
 	if !strings.HasPrefix(stdout.String(), "edgemirror ") {
 		t.Errorf("version output %q", stdout.String())
+	}
+}
+
+// The example environment files shipped in packaging/ must be valid.
+func TestPackagedEnvFilesAreValid(t *testing.T) {
+	for sub, file := range map[string]string{"agent": "agent.env.example", "aggregator": "aggregator.env.example"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "packaging", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kv := map[string]string{}
+		for _, line := range strings.Split(string(b), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				t.Fatalf("%s: bad line %q", file, line)
+			}
+			kv[k] = v
+		}
+		var stdout, stderr bytes.Buffer
+		if err := run(context.Background(), []string{sub, "--check"}, &stdout, &stderr, env(kv)); err != nil {
+			t.Errorf("%s with %s: %v", sub, file, err)
+		}
 	}
 }
