@@ -35,6 +35,9 @@ type httpError struct {
 	status     int
 	msg        string
 	retryAfter int // seconds, for 429/503
+	// cause is the hub broker's answer behind the error, if there was one
+	// (nil for transport errors, whose outcome is unknown).
+	cause error
 }
 
 func (e *httpError) Error() string { return e.msg }

@@ -136,11 +136,14 @@ func (h *hub) writeGroup(ctx context.Context, g *group) (written, dups int, err 
 			n++
 		}
 		if err := h.produce(ctx, g, recs[:n]); err != nil {
-			// Unknown outcome: the watermark must be read from the hub again,
-			// after the partition settles, before anything else is written.
-			h.mu.Lock()
-			wm.known, wm.unsettled = false, true
-			h.mu.Unlock()
+			if !notAppended(err) {
+				// Unknown outcome: the watermark must be read from the hub
+				// again, after the partition settles, before anything else
+				// is written.
+				h.mu.Lock()
+				wm.known, wm.unsettled = false, true
+				h.mu.Unlock()
+			}
 			return written, dups, err
 		}
 		wm.offset = recs[n-1].Offset
@@ -149,6 +152,31 @@ func (h *hub) writeGroup(ctx context.Context, g *group) (written, dups int, err 
 		recs = recs[n:]
 	}
 	return written, dups, nil
+}
+
+// notAppendedErrors are broker answers that mean the request was refused
+// before anything was appended, so the watermark is still exact. The first
+// produce after creating a topic often gets NOT_LEADER_OR_FOLLOWER on real
+// brokers although metadata already names a leader.
+var notAppendedErrors = []error{
+	kafka.NotLeaderForPartition, kafka.UnknownTopicOrPartition, kafka.LeaderNotAvailable, kafka.NotEnoughReplicas,
+	kafka.MessageSizeTooLarge, kafka.RecordListTooLarge, kafka.InvalidRecord, kafka.InvalidTimestamp,
+	kafka.TopicAuthorizationFailed,
+}
+
+// notAppended reports whether a produce error is a broker answer that
+// guarantees nothing was appended. Transport errors never are.
+func notAppended(err error) bool {
+	var he *httpError
+	if !errors.As(err, &he) || he.cause == nil {
+		return false
+	}
+	for _, e := range notAppendedErrors {
+		if errors.Is(he.cause, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // permanentProduceErrors are hub answers that retrying cannot fix.
@@ -185,8 +213,9 @@ func (h *hub) produce(ctx context.Context, g *group, recs []wire.Record) error {
 		Records:      kafka.NewRecordReader(out...),
 	})
 	h.m.produceDuration.Observe(time.Since(start).Seconds())
+	var brokerErr error
 	if err == nil && res.Error != nil {
-		err = res.Error
+		err, brokerErr = res.Error, res.Error
 	}
 	if err == nil {
 		return nil
@@ -196,10 +225,13 @@ func (h *hub) produce(ctx context.Context, g *group, recs []wire.Record) error {
 		slog.Int64("first_source_offset", recs[0].Offset), slog.Int("records", len(recs)), slog.Any("error", err))
 	for _, p := range permanentProduceErrors {
 		if errors.Is(err, p) {
-			return &httpError{status: 422, msg: fmt.Sprintf("hub refused records of %s/%d: %v", g.key.topic, g.key.partition, err)}
+			return &httpError{status: 422, cause: brokerErr,
+				msg: fmt.Sprintf("hub refused records of %s/%d: %v", g.key.topic, g.key.partition, err)}
 		}
 	}
-	return errUnavailable(fmt.Sprintf("produce to hub %s/%d: %v", g.dest, g.key.partition, err), 1)
+	he := errUnavailable(fmt.Sprintf("produce to hub %s/%d: %v", g.dest, g.key.partition, err), 1)
+	he.cause = brokerErr
+	return he
 }
 
 // watermark returns the watermark of k, deriving it from the hub when it is
