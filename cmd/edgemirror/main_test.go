@@ -149,3 +149,24 @@ func TestPackagedEnvFilesAreValid(t *testing.T) {
 		}
 	}
 }
+
+// Every flag is documented in the README's flag tables.
+func TestReadmeDocumentsEveryFlag(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"agent", "aggregator"} {
+		var stdout bytes.Buffer
+		_ = run(context.Background(), []string{sub, "--help"}, &stdout, &bytes.Buffer{}, env(nil))
+		for _, line := range strings.Split(stdout.String(), "\n") {
+			name, ok := strings.CutPrefix(strings.TrimSpace(line), "--")
+			if !ok || name == "check" {
+				continue
+			}
+			if !bytes.Contains(readme, []byte("`--"+name+"`")) {
+				t.Errorf("README does not document %s --%s", sub, name)
+			}
+		}
+	}
+}
