@@ -14,8 +14,10 @@ all: build
 build: ## static binary, no cgo
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/edgemirror
 
-demo: build ## edge + hub (in-process), agent, aggregator, link cut, verification
-	$(GO) run ./test/demo --bin $(BIN)
+demo: ## edge + hub (in-process), agent, aggregator, link cut, verification
+	@# One go build for both programs: they share most dependencies.
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/edgemirror ./test/demo
+	bin/demo --bin $(BIN)
 
 test: vet test-unit test-realkafka ## everything CI runs
 

@@ -30,6 +30,7 @@ const (
 	outcomeRejected                // 400/413/422: this chunk will never be accepted; quarantine it
 	outcomeRetry                   // network error, 5xx, 429: retry with backoff (or Retry-After)
 	outcomeSlow                    // 401/403/409: a configuration problem; retry at the slowest pace
+	outcomeNetwork                 // no answer: the link is down; retry when it is back
 )
 
 // maxErrorBody bounds how much of an error answer is read.
@@ -43,6 +44,9 @@ type shipper struct {
 	client *http.Client
 	base   *url.URL
 	m      *metrics
+
+	link          *link
+	probeInterval time.Duration
 }
 
 func newHTTPClient(ctx context.Context, base *url.URL, lim *rate.Limiter, m *metrics) *http.Client {
@@ -73,8 +77,15 @@ func newHTTPClient(ctx context.Context, base *url.URL, lim *rate.Limiter, m *met
 }
 
 func (s *shipper) run(ctx context.Context) error {
+	if s.link == nil {
+		s.link = newLink()
+	}
+	if s.probeInterval <= 0 {
+		s.probeInterval = DefaultProbeInterval
+	}
 	s.resume(ctx)
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.probe(ctx) })
 	for i := 0; i < s.cfg.Inflight; i++ {
 		g.Go(func() error { return s.worker(ctx) })
 	}
@@ -156,7 +167,7 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 		switch out {
 		case outcomeAcked:
 			s.m.sendDuration.Observe(time.Since(start).Seconds())
-			s.m.linkUp.Set(1)
+			s.markUp()
 			if err := s.store.Ack(ch.Seq); err != nil {
 				return fmt.Errorf("ack chunk %d: %w", ch.Seq, err)
 			}
@@ -164,7 +175,7 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 			s.m.recordsAcked.Add(float64(ch.Meta.Records))
 			return nil
 		case outcomeRejected:
-			s.m.linkUp.Set(1)
+			s.markUp()
 			s.m.sendErrors.WithLabelValues("rejected").Inc()
 			for _, r := range ch.Meta.Ranges {
 				s.log.Error("aggregator rejected chunk permanently; its records are lost",
@@ -178,7 +189,7 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 			}
 			return nil
 		case outcomeSlow:
-			s.m.linkUp.Set(1)
+			s.markUp()
 			s.log.Error("aggregator refuses this agent; check credentials and that no other agent uses this edge id",
 				slog.Uint64("seq", ch.Seq), slog.String("reason", reason))
 			wait = s.cfg.MaxBackoff
@@ -188,13 +199,25 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 			}
 			s.log.Debug("chunk upload failed; will retry", slog.Uint64("seq", ch.Seq),
 				slog.String("reason", reason), slog.Duration("wait", wait))
+		case outcomeNetwork:
+			s.markDown(reason)
+			wait = bo.NextBackOff()
 		}
 		t := time.NewTimer(wait)
+		// While the link is down, a worker also wakes when the prober sees
+		// it come back, so that draining starts at once.
+		var up <-chan struct{}
+		if out == outcomeNetwork {
+			up = s.link.upChan()
+		}
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			s.store.Release(ch.Seq)
 			return nil
+		case <-up:
+			t.Stop()
+			bo.Reset()
 		case <-t.C:
 		}
 	}
@@ -218,9 +241,11 @@ func (s *shipper) send(ctx context.Context, ch buffer.Chunk) (out outcome, retry
 	req.ContentLength = int64(len(ch.Frame))
 	resp, err := s.client.Do(req)
 	if err != nil {
-		s.m.linkUp.Set(0)
 		s.m.sendErrors.WithLabelValues("network").Inc()
-		return outcomeRetry, 0, err.Error()
+		if ctx.Err() != nil {
+			return outcomeRetry, 0, err.Error()
+		}
+		return outcomeNetwork, 0, err.Error()
 	}
 	defer drain(resp)
 	return classify(resp, s.m)

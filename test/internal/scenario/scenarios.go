@@ -111,11 +111,11 @@ func LinkCut(t *testing.T, clusters Clusters) {
 // missing in the hub.
 func DropOldest(t *testing.T, clusters Clusters) {
 	e := New(t, clusters)
-	e.StartAgent("", "--batch-bytes", "16KiB", "--buffer-max-bytes", "1MiB", "--buffer-full", "drop-oldest",
+	e.StartAgent("", "--batch-bytes", "16KiB", "--buffer-max-bytes", "4MiB", "--buffer-full", "drop-oldest",
 		"--compression", "none")
 	e.WaitShipped()
 	e.Proxy.Cut()
-	for i := 0; i < 10; i++ { // much more than the buffer holds
+	for i := 0; i < 25; i++ { // about 11 MB: much more than the buffer holds
 		if err := e.Prod.Produce(e.Ctx, e.Topic, 3, 1000); err != nil {
 			t.Fatal(err)
 		}
