@@ -59,8 +59,8 @@ func main() {
 	var c config
 	flag.StringVar(&c.bin, "bin", "bin/edgemirror", "path to the edgemirror binary (make build)")
 	flag.IntVar(&c.records, "records", 200_000, "sensor readings to produce, spread over 3 partitions")
-	flag.DurationVar(&c.produceFor, "produce-for", 20*time.Second, "produce the readings at a steady rate over this long")
-	flag.DurationVar(&c.cut, "cut", 6*time.Second, "how long the link is cut, in the middle of production")
+	flag.DurationVar(&c.produceFor, "produce-for", 15*time.Second, "produce the readings at a steady rate over this long")
+	flag.DurationVar(&c.cut, "cut", 5*time.Second, "how long the link is cut, in the middle of production")
 	flag.DurationVar(&c.duration, "duration", 50*time.Second, "bound on the whole demo")
 	flag.BoolVar(&c.keep, "keep", false, "keep the logs and buffer directory after a successful run")
 	flag.Parse()
