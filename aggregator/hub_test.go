@@ -1,0 +1,229 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgemirror/edgemirror/internal/wire"
+)
+
+// TestWatermarkDerivedFromHub: an aggregator with an empty state directory
+// (and nothing in memory) finds from the hub's provenance headers what the
+// hub already has, so re-sent chunks write nothing.
+func TestWatermarkDerivedFromHub(t *testing.T) {
+	hub := newHubCluster(t)
+	f := newFrameBuilder(t)
+	topics := []wire.Topic{{Name: "sensors", Partitions: 2}}
+	frame1 := f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 30), sensorRecords("sensors", 1, 0, 10)))
+	frame2 := f.frame(chunkOf(2, topics, sensorRecords("sensors", 0, 30, 20)))
+
+	first := newTestServer(t, hub, "", nil)
+	for i, fr := range [][]byte{frame1, frame2} {
+		if a := first.send(t, "e1", 5, 1, fr); a.status != 200 {
+			t.Fatalf("first aggregator, seq %d: %v", i+1, a)
+		}
+	}
+
+	second := newTestServer(t, hub, filepath.Join(t.TempDir(), "empty"), nil)
+	if rr := second.resume(t, "e1", 5); rr.NextSeq != 0 {
+		t.Fatalf("new aggregator resume %+v, want next seq 0 (unknown)", rr)
+	}
+	if a := second.send(t, "e1", 5, 1, frame1); a.status != 200 || a.ok.Written != 0 || a.ok.Duplicates != 40 {
+		t.Fatalf("re-sent seq 1 to the new aggregator: %v, want written 0 duplicates 40", a)
+	}
+	if a := second.send(t, "e1", 5, 1, frame2); a.status != 200 || a.ok.Written != 0 || a.ok.Duplicates != 20 {
+		t.Fatalf("re-sent seq 2 to the new aggregator: %v, want written 0 duplicates 20", a)
+	}
+	frame3 := f.frame(chunkOf(3, topics, sensorRecords("sensors", 0, 45, 10), sensorRecords("sensors", 1, 8, 7)))
+	if a := second.send(t, "e1", 5, 1, frame3); a.status != 200 || a.ok.Written != 10 || a.ok.Duplicates != 7 {
+		t.Fatalf("seq 3 overlapping the hub: %v, want written 10 duplicates 7", a)
+	}
+	if d := metricValue(t, second.m.derivations); d != 2 {
+		t.Errorf("watermark derivations %v, want 2 (one per source partition)", d)
+	}
+	got := readHub(t, hub, "e1.sensors")
+	if o := sourceOffsets(t, got[0]); fmt.Sprint(o) != fmt.Sprint(seqOffsets(0, 55)) {
+		t.Errorf("partition 0 holds %v, want 0..54 once each", o)
+	}
+	if o := sourceOffsets(t, got[1]); fmt.Sprint(o) != fmt.Sprint(seqOffsets(0, 15)) {
+		t.Errorf("partition 1 holds %v, want 0..14 once each", o)
+	}
+}
+
+// TestWatermarkDerivationSkipsOtherEdges: with a template without {edge}
+// several edges share a hub partition; a new aggregator must look past the
+// other edge's records (more than one read window) to find the watermark.
+func TestWatermarkDerivationSkipsOtherEdges(t *testing.T) {
+	hub := newHubCluster(t)
+	f := newFrameBuilder(t)
+	topics := []wire.Topic{{Name: "sensors", Partitions: 1}}
+	shared := func(c *Config) { c.TopicTemplate = "all.{topic}" }
+	first := newTestServer(t, hub, "", shared)
+	e1 := f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 30)))
+	if a := first.send(t, "e1", 5, 1, e1); a.status != 200 {
+		t.Fatalf("e1: %v", a)
+	}
+	if a := first.send(t, "e2", 6, 1, f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 40)))); a.status != 200 {
+		t.Fatalf("e2: %v", a)
+	}
+
+	second := newTestServer(t, hub, "", shared)
+	e1again := f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 20, 15)))
+	if a := second.send(t, "e1", 5, 1, e1again); a.status != 200 || a.ok.Written != 5 || a.ok.Duplicates != 10 {
+		t.Fatalf("e1 re-sent to a new aggregator: %v, want written 5 duplicates 10", a)
+	}
+	var e1Offsets, e2Offsets []int64
+	for _, o := range origins(t, readHub(t, hub, "all.sensors")[0]) {
+		switch o.Edge {
+		case "e1":
+			e1Offsets = append(e1Offsets, o.Offset)
+		case "e2":
+			e2Offsets = append(e2Offsets, o.Offset)
+		}
+	}
+	if fmt.Sprint(e1Offsets) != fmt.Sprint(seqOffsets(0, 35)) || fmt.Sprint(e2Offsets) != fmt.Sprint(seqOffsets(0, 40)) {
+		t.Errorf("hub holds e1 %v and e2 %v", e1Offsets, e2Offsets)
+	}
+}
+
+// describeHubTopic returns the partition count of a hub topic, asking with a
+// new client each time (franz-go caches metadata for a few seconds).
+func describeHubTopic(t *testing.T, ctx context.Context, hub *kfake.Cluster, topic string) int {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(hub.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	tds, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	td, ok := tds[topic]
+	if !ok || td.Err != nil {
+		t.Fatalf("hub topic %s: %v", topic, td.Err)
+	}
+	return len(td.Partitions)
+}
+
+// TestHubTopicCreatedAndGrown: the hub topic gets the source's partition
+// count, grows with it, and each record lands in its source partition.
+func TestHubTopicCreatedAndGrown(t *testing.T) {
+	hub := newHubCluster(t)
+	s := newTestServer(t, hub, "", nil)
+	f := newFrameBuilder(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	if a := s.send(t, "e1", 5, 1, f.frame(chunkOf(1, []wire.Topic{{Name: "sensors", Partitions: 3}},
+		sensorRecords("sensors", 2, 0, 2)))); a.status != 200 {
+		t.Fatalf("seq 1: %v", a)
+	}
+	if n := describeHubTopic(t, ctx, hub, "e1.sensors"); n != 3 {
+		t.Fatalf("hub topic has %d partitions, want 3 as at the source", n)
+	}
+	// The source topic grew to 5 partitions.
+	if a := s.send(t, "e1", 5, 1, f.frame(chunkOf(2, []wire.Topic{{Name: "sensors", Partitions: 5}},
+		sensorRecords("sensors", 4, 0, 3), sensorRecords("sensors", 0, 0, 1)))); a.status != 200 {
+		t.Fatalf("seq 2: %v", a)
+	}
+	if n := describeHubTopic(t, ctx, hub, "e1.sensors"); n != 5 {
+		t.Fatalf("hub topic has %d partitions after the source grew, want 5", n)
+	}
+	// A chunk cut before the agent saw the growth names the old count.
+	if a := s.send(t, "e1", 5, 1, f.frame(chunkOf(3, []wire.Topic{{Name: "sensors", Partitions: 3}},
+		sensorRecords("sensors", 1, 0, 1)))); a.status != 200 {
+		t.Fatalf("seq 3 with the old partition count: %v", a)
+	}
+	got := readHub(t, hub, "e1.sensors")
+	for p, want := range map[int32]int{0: 1, 1: 1, 2: 2, 3: 0, 4: 3} {
+		if len(got[p]) != want {
+			t.Errorf("hub partition %d holds %d records, want %d", p, len(got[p]), want)
+		}
+		for _, o := range origins(t, got[p]) {
+			if o.Partition != p {
+				t.Errorf("source partition %d landed in hub partition %d", o.Partition, p)
+			}
+		}
+	}
+	// Two topics of one chunk become two hub topics.
+	if a := s.send(t, "e1", 5, 1, f.frame(chunkOf(4, []wire.Topic{{Name: "a", Partitions: 1}, {Name: "b", Partitions: 2}},
+		sensorRecords("a", 0, 0, 1), sensorRecords("b", 1, 0, 1)))); a.status != 200 {
+		t.Fatalf("seq 4: %v", a)
+	}
+	if n := describeHubTopic(t, ctx, hub, "e1.b"); n != 2 {
+		t.Errorf("hub topic e1.b has %d partitions, want 2", n)
+	}
+	if len(readHub(t, hub, "e1.a")[0]) != 1 || len(readHub(t, hub, "e1.b")[1]) != 1 {
+		t.Error("records of a two-topic chunk are not in their hub topics")
+	}
+}
+
+// TestHubBatches: a chunk larger than HubBatchBytes is produced in several
+// requests and arrives whole and in order.
+func TestHubBatches(t *testing.T) {
+	hub := newHubCluster(t)
+	s := newTestServer(t, hub, "", func(c *Config) { c.HubBatchBytes = 2048 })
+	f := newFrameBuilder(t)
+	a := s.send(t, "e1", 5, 1, f.frame(chunkOf(1, []wire.Topic{{Name: "sensors", Partitions: 1}}, sensorRecords("sensors", 0, 0, 500))))
+	if a.status != 200 || a.ok.Written != 500 {
+		t.Fatalf("answer %v", a)
+	}
+	if o := sourceOffsets(t, readHub(t, hub, "e1.sensors")[0]); fmt.Sprint(o) != fmt.Sprint(seqOffsets(0, 500)) {
+		t.Fatalf("hub holds %d records, not 0..499 in order", len(o))
+	}
+}
+
+// TestHubRefusesRecord: a record the hub refuses for good (larger than the
+// topic's max.message.bytes) makes the chunk a permanent 422; the refusal
+// is a definite answer, so the next chunk does not wait for the partition to
+// settle.
+func TestHubRefusesRecord(t *testing.T) {
+	hub := newHubCluster(t)
+	const settle = 3 * time.Second
+	s := newTestServer(t, hub, "", func(c *Config) { c.SettleTime = settle })
+	f := newFrameBuilder(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(hub.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	maxBytes := "2048"
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 1, 1, map[string]*string{"max.message.bytes": &maxBytes}, "e1.sensors"); err != nil {
+		t.Fatal(err)
+	}
+	topics := []wire.Topic{{Name: "sensors", Partitions: 1}}
+	if a := s.send(t, "e1", 5, 1, f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 3)))); a.status != 200 {
+		t.Fatalf("seq 1: %v", a)
+	}
+	big := make([]byte, 8<<10)
+	for i := range big {
+		big[i] = byte(rand.Uint32())
+	}
+	a := s.send(t, "e1", 5, 1, f.frame(chunkOf(2, topics, []wire.Record{{Topic: "sensors", Offset: 3, Value: big}})))
+	if a.status != http.StatusUnprocessableEntity || !a.err.Permanent {
+		t.Fatalf("chunk with a record above max.message.bytes: %v, want 422 permanent", a)
+	}
+	// The agent quarantines seq 2 and goes on with floor 3.
+	a = s.send(t, "e1", 5, 3, f.frame(chunkOf(3, topics, sensorRecords("sensors", 0, 4, 3))))
+	if a.status != 200 || a.ok.Written != 3 {
+		t.Fatalf("seq 3 after the refusal: %v", a)
+	}
+	if a.took >= settle {
+		t.Errorf("seq 3 took %v: it waited for the partition to settle after a definite refusal", a.took)
+	}
+	if o := sourceOffsets(t, readHub(t, hub, "e1.sensors")[0]); fmt.Sprint(o) != "[0 1 2 4 5 6]" {
+		t.Errorf("hub holds %v, want [0 1 2 4 5 6]", o)
+	}
+}
