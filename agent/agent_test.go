@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
@@ -37,8 +38,8 @@ type attempt struct {
 }
 
 // stubAggregator speaks the aggregator side of docs/protocol.md with a
-// script: the first chunk is answered 503 twice (once with Retry-After),
-// chunks holding a record whose value is "poison" are answered 422, every
+// script: if flakyFirst, the first chunk is answered 503 twice (once with
+// Retry-After); chunks holding a record whose value is "poison" are answered 422, every
 // other chunk 200. Loss reports are refused with 503 until lossesOpen.
 type stubAggregator struct {
 	dec *wire.Decoder
@@ -51,6 +52,7 @@ type stubAggregator struct {
 	rejected    map[recID]bool
 	rejRanges   []wire.LossRange
 	lossesOpen  bool
+	flakyFirst  bool // answer chunk 1 with 503 twice before accepting it
 	lossTries   int
 	losses      []wire.LossRange
 	epochs      map[uint64]bool
@@ -142,9 +144,9 @@ func (s *stubAggregator) chunk(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	switch {
-	case c.Seq == 1 && tries == 0:
+	case s.flakyFirst && c.Seq == 1 && tries == 0:
 		status = 503
-	case c.Seq == 1 && tries == 1:
+	case s.flakyFirst && c.Seq == 1 && tries == 1:
 		status = 503
 		w.Header().Set("Retry-After", "1")
 	case poisoned:
@@ -223,6 +225,7 @@ func TestAgentRun(t *testing.T) {
 	t.Cleanup(func() { closeProd.Do(prod.Close) })
 	createTopic(t, prod, "sensors", 2)
 	stub, srv := newStubAggregator(t)
+	stub.flakyFirst = true
 
 	produced := map[recID]string{}
 	next := map[int32]int64{}
@@ -534,5 +537,123 @@ func TestAgentRunStopsWithoutAggregator(t *testing.T) {
 	defer store.Close()
 	if st := store.Stats(); st.Records != 5 {
 		t.Errorf("buffer holds %d records after stop, want the 5 unshipped ones", st.Records)
+	}
+}
+
+// runAgent runs an agent until stop is called, which cancels it and
+// checks that Run returns nil promptly.
+func runAgent(t *testing.T, cfg Config) (a *Agent, stop func()) {
+	t.Helper()
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		t.Helper()
+		if stopped {
+			return
+		}
+		stopped = true
+		start := time.Now()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v after cancel, want nil", err)
+			}
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("Run took %v to stop", took)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return within 10s of cancel")
+		}
+	}
+	t.Cleanup(stop)
+	return a, stop
+}
+
+// TestAgentRunReportsEdgeRetentionLoss: records the edge deleted while the
+// agent was down are reported lost with their exact range, and everything
+// after them is shipped once, resuming from the buffer's stored offsets.
+func TestAgentRunReportsEdgeRetentionLoss(t *testing.T) {
+	c := newCluster(t)
+	prod := newProducer(t, c)
+	createTopic(t, prod, "t", 1)
+	stub, srv := newStubAggregator(t)
+	stub.lossesOpen = true
+	for i := 0; i < 10; i++ {
+		produce(t, prod, &kgo.Record{Topic: "t", Value: []byte(fmt.Sprint(i))})
+	}
+	cfg := validConfig()
+	cfg.EdgeID = "plant-1"
+	cfg.Brokers = c.ListenAddrs()
+	cfg.Aggregator = srv.URL
+	cfg.BufferDir = t.TempDir()
+	cfg.BufferMaxBytes = 8 << 20
+	cfg.BatchBytes = 64 << 10
+	cfg.Linger = 20 * time.Millisecond
+	cfg.MetadataInterval = 100 * time.Millisecond
+	cfg.LossInterval = 50 * time.Millisecond
+	acked := func(n int) func() error {
+		return func() error {
+			if got := stub.ackedCount(); got != n {
+				return fmt.Errorf("%d acknowledged", got)
+			}
+			return nil
+		}
+	}
+	_, stop := runAgent(t, cfg)
+	eventually(t, 20*time.Second, "10 records acknowledged", acked(10))
+	stop()
+
+	// While the agent is down: 10 more records, of which the edge deletes 5.
+	for i := 10; i < 20; i++ {
+		produce(t, prod, &kgo.Record{Topic: "t", Value: []byte(fmt.Sprint(i))})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	offs := kadm.Offsets{}
+	offs.Add(kadm.Offset{Topic: "t", Partition: 0, At: 15})
+	if res, err := kadm.NewClient(prod).DeleteRecords(ctx, offs); err != nil || res.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, res.Error())
+	}
+
+	a, stop2 := runAgent(t, cfg)
+	eventually(t, 20*time.Second, "15 records acknowledged and the loss reported", func() error {
+		if err := acked(15)(); err != nil {
+			return err
+		}
+		stub.mu.Lock()
+		defer stub.mu.Unlock()
+		if len(stub.losses) == 0 {
+			return errors.New("no loss reported")
+		}
+		return nil
+	})
+	stop2()
+	stub.mu.Lock()
+	defer stub.mu.Unlock()
+	want := wire.LossRange{Topic: "t", Partition: 0, FirstOffset: 10, LastOffset: 14, Records: 5, Reason: wire.LossReasonEdgeRetention}
+	if len(stub.losses) != 1 || stub.losses[0] != want {
+		t.Errorf("reported losses %+v, want exactly %+v", stub.losses, want)
+	}
+	for off := int64(0); off < 20; off++ {
+		n := stub.acked[recID{"t", 0, off}]
+		if wantN := map[bool]int{true: 0, false: 1}[off >= 10 && off < 15]; n != wantN {
+			t.Errorf("offset %d acknowledged %d times, want %d", off, n, wantN)
+		}
+	}
+	for _, p := range stub.problems {
+		t.Error(p)
+	}
+	if len(stub.epochs) != 1 {
+		t.Errorf("%d epochs used across the restart, want 1 (same buffer)", len(stub.epochs))
+	}
+	if got := metricValue(t, a.m.lost.WithLabelValues(wire.LossReasonEdgeRetention)); got != 5 {
+		t.Errorf("lost{edge-retention} = %v, want 5", got)
 	}
 }

@@ -1,11 +1,20 @@
 package agent
 
 import (
+	"context"
+	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgemirror/edgemirror/aggregator"
+	"github.com/edgemirror/edgemirror/buffer"
+	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
 func response(status int, body string, header http.Header) *http.Response {
@@ -147,4 +156,125 @@ func TestRetryAfterHugeSecondsCapped(t *testing.T) {
 			t.Errorf("retryAfter(%q) = %v, want 5m0s (the cap)", v, got)
 		}
 	}
+}
+
+// newTestShipper returns a shipper over a fresh buffer, talking to base.
+func newTestShipper(t *testing.T, ctx context.Context, base string) *shipper {
+	t.Helper()
+	cfg := validConfig()
+	cfg.Aggregator = base
+	cfg.BufferDir = t.TempDir()
+	cfg.BufferMaxBytes = 16 << 20
+	cfg.RequestTimeout = 10 * time.Second
+	store, err := buffer.Open(cfg.BufferDir, buffer.Options{MaxBytes: cfg.BufferMaxBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics()
+	hc := newHTTPClient(ctx, u, nil, m)
+	t.Cleanup(hc.CloseIdleConnections)
+	return &shipper{cfg: &cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store, client: hc, base: u, m: m}
+}
+
+// startRealAggregator runs the real aggregator (its hub is never used by
+// these tests) and returns its base URL.
+func startRealAggregator(t *testing.T) string {
+	t.Helper()
+	hub := newCluster(t)
+	cfg := aggregator.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Brokers = hub.ListenAddrs()
+	cfg.StateDir = filepath.Join(t.TempDir(), "aggregator")
+	a, err := aggregator.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("aggregator Run: %v", err)
+		}
+	})
+	select {
+	case <-a.Ready():
+	case err := <-done:
+		t.Fatalf("aggregator stopped: %v", err)
+	}
+	return "http://" + a.Addr().String()
+}
+
+// TestLossReportsDelivered: pending losses reach the real aggregator and
+// leave the buffer, exactly as recorded.
+func TestLossReportsDelivered(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	base := startRealAggregator(t)
+	sh := newTestShipper(t, ctx, base)
+	losses := []buffer.Loss{
+		{Range: buffer.Range{Topic: "sensors", Partition: 2, First: 1000, Last: 1999, Records: 1000}, Reason: wire.LossReasonDropOldest},
+		{Range: buffer.Range{Topic: "sensors", Partition: 0, First: 0, Last: 40, Records: 41}, Reason: wire.LossReasonEdgeRetention},
+	}
+	if err := sh.store.AdvanceOffsets(nil, losses); err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.sendLosses(ctx); err != nil {
+		t.Fatalf("sendLosses: %v", err)
+	}
+	if pending, _ := sh.store.PendingLosses(); len(pending) != 0 {
+		t.Fatalf("%d losses still pending after a delivered report", len(pending))
+	}
+	var got []wire.LossRange
+	resp, err := http.Get(base + wire.PathLosses + "?edge=plant-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("aggregator stored %+v, want the 2 ranges", got)
+	}
+	if v := metricValue(t, sh.m.lossesReported); v != 2 {
+		t.Errorf("loss ranges reported %v, want 2", v)
+	}
+}
+
+// TestLargeLossReportDelivered: protocol section 3 bounds JSON bodies to
+// 1 MiB (wire.MaxJSONBytes: "a sender splits larger loss reports"). Many
+// pending loss ranges must still reach the aggregator.
+func TestLargeLossReportDelivered(t *testing.T) {
+	t.Skip("known bug: shipper.go sendLosses puts every pending loss in one POST; above wire.MaxJSONBytes " +
+		"the aggregator answers 400 (truncated JSON) and the report is retried unchanged forever")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	base := startRealAggregator(t)
+	sh := newTestShipper(t, ctx, base)
+	topic := strings.Repeat("s", 200)
+	var losses []buffer.Loss
+	for p := int32(0); p < 5000; p++ {
+		losses = append(losses, buffer.Loss{Range: buffer.Range{Topic: topic, Partition: p, First: 0, Last: 9, Records: 10},
+			Reason: wire.LossReasonEdgeRetention})
+	}
+	if err := sh.store.AdvanceOffsets(nil, losses); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if err := sh.sendLosses(ctx); err != nil {
+			t.Logf("attempt %d: %v", i+1, err)
+		}
+		if pending, _ := sh.store.PendingLosses(); len(pending) == 0 {
+			return
+		}
+	}
+	pending, _ := sh.store.PendingLosses()
+	t.Fatalf("%d of %d loss ranges still pending after 10 report attempts", len(pending), len(losses))
 }
