@@ -151,6 +151,9 @@ func (c *Config) Validate() error {
 	if c.BufferDir == "" {
 		return bad("--buffer-dir", "", "must not be empty")
 	}
+	if _, err := buffer.ParsePolicy(c.BufferFull.String()); err != nil {
+		return bad("--buffer-full", c.BufferFull, "%v", err)
+	}
 	if c.BufferMaxBytes < buffer.MinMaxBytes {
 		return bad("--buffer-max-bytes", c.BufferMaxBytes, "must be at least %d bytes", buffer.MinMaxBytes)
 	}

@@ -116,7 +116,6 @@ func TestConfigValidate(t *testing.T) {
 // so an unknown --buffer-full policy must be refused there and not only
 // when Run opens the buffer.
 func TestConfigValidateBufferPolicy(t *testing.T) {
-	t.Skip("known bug: config.go Validate never checks BufferFull; buffer.Policy(7) passes Validate and New, and fails only in Run (buffer.Open)")
 	c := validConfig()
 	c.BufferFull = buffer.Policy(7)
 	var ce *ConfigError

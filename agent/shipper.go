@@ -138,6 +138,11 @@ func (s *shipper) resume(ctx context.Context) {
 
 func (s *shipper) worker(ctx context.Context) error {
 	for {
+		// Lease may hand back the chunk this worker just released on
+		// cancel; stop first.
+		if ctx.Err() != nil {
+			return nil
+		}
 		ch, err := s.store.Lease(ctx)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, buffer.ErrClosed) {
@@ -287,19 +292,17 @@ func retryAfter(v string) time.Duration {
 	if v == "" {
 		return 0
 	}
+	const maxWait = 5 * time.Minute
 	var d time.Duration
-	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
-		d = time.Duration(secs) * time.Second
+	if secs, err := strconv.ParseUint(v, 10, 64); err == nil {
+		d = time.Duration(min(secs, uint64(maxWait/time.Second))) * time.Second
 	} else if t, err := http.ParseTime(v); err == nil {
 		d = time.Until(t)
 	}
 	if d < 0 {
 		return 0
 	}
-	if d > 5*time.Minute {
-		d = 5 * time.Minute
-	}
-	return d
+	return min(d, maxWait)
 }
 
 func drain(resp *http.Response) {
@@ -324,11 +327,26 @@ func (s *shipper) reportLosses(ctx context.Context) error {
 	}
 }
 
+// maxLossRanges bounds one loss report, well below the aggregator's JSON
+// body limit (wire.MaxJSONBytes; a range is about 150 bytes of JSON).
+const maxLossRanges = 2000
+
 func (s *shipper) sendLosses(ctx context.Context) error {
 	losses, err := s.store.PendingLosses()
-	if err != nil || len(losses) == 0 {
+	if err != nil {
 		return err
 	}
+	for len(losses) > 0 {
+		n := min(len(losses), maxLossRanges)
+		if err := s.sendLossBatch(ctx, losses[:n]); err != nil {
+			return err
+		}
+		losses = losses[n:]
+	}
+	return nil
+}
+
+func (s *shipper) sendLossBatch(ctx context.Context, losses []buffer.Loss) error {
 	rep := wire.LossReport{Ranges: make([]wire.LossRange, len(losses))}
 	ids := make([]uint64, len(losses))
 	for i, l := range losses {

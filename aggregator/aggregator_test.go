@@ -208,8 +208,6 @@ func TestAggregatorListenError(t *testing.T) {
 // after the aggregator restarts; the old epoch must not take the edge back
 // and lock the current agent out.
 func TestReplacedEpochStaysReplacedAfterRestart(t *testing.T) {
-	t.Skip("known bug: server.go keeps retired epochs only in memory (edgeState.retired) and state.go does not " +
-		"store them; after a restart the old epoch's chunk retires the current epoch, which then gets 409")
 	hub := newHubCluster(t)
 	f := newFrameBuilder(t)
 	cfg := testConfig(hub.ListenAddrs(), filepath.Join(t.TempDir(), "state"))

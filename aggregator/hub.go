@@ -136,6 +136,14 @@ func (h *hub) writeGroup(ctx context.Context, g *group) (written, dups int, err 
 			n++
 		}
 		if err := h.produce(ctx, g, recs[:n]); err != nil {
+			if isCause(err, kafka.UnknownTopicOrPartition) {
+				// The hub topic may have been deleted: look it up (and
+				// create it) again, and read its watermark again.
+				h.mu.Lock()
+				delete(h.topics, g.dest)
+				wm.known = false
+				h.mu.Unlock()
+			}
 			if !notAppended(err) {
 				// Unknown outcome: the watermark must be read from the hub
 				// again, after the partition settles, before anything else
@@ -162,6 +170,12 @@ var notAppendedErrors = []error{
 	kafka.NotLeaderForPartition, kafka.UnknownTopicOrPartition, kafka.LeaderNotAvailable, kafka.NotEnoughReplicas,
 	kafka.MessageSizeTooLarge, kafka.RecordListTooLarge, kafka.InvalidRecord, kafka.InvalidTimestamp,
 	kafka.TopicAuthorizationFailed,
+}
+
+// isCause reports whether the hub broker's answer behind err is target.
+func isCause(err, target error) bool {
+	var he *httpError
+	return errors.As(err, &he) && he.cause != nil && errors.Is(he.cause, target)
 }
 
 // notAppended reports whether a produce error is a broker answer that
@@ -255,6 +269,11 @@ func (h *hub) watermark(ctx context.Context, k sourceKey, dest string) (*waterma
 	}
 	off, err := h.derive(ctx, k, dest)
 	if err != nil {
+		if isCause(err, kafka.UnknownTopicOrPartition) {
+			h.mu.Lock()
+			delete(h.topics, dest) // deleted under us: look it up again
+			h.mu.Unlock()
+		}
 		return nil, err
 	}
 	h.mu.Lock()
@@ -277,7 +296,9 @@ func (h *hub) offsets(ctx context.Context, topic string, partition int32) (first
 	for _, p := range res.Topics[topic] {
 		if p.Partition == int(partition) {
 			if p.Error != nil {
-				return 0, 0, errUnavailable(fmt.Sprintf("list offsets of hub %s/%d: %v", topic, partition, p.Error), 1)
+				he := errUnavailable(fmt.Sprintf("list offsets of hub %s/%d: %v", topic, partition, p.Error), 1)
+				he.cause = p.Error
+				return 0, 0, he
 			}
 			return p.FirstOffset, p.LastOffset, nil
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,9 +22,6 @@ const (
 	PathHealthz = "/healthz"
 	PathReadyz  = "/readyz"
 )
-
-// maxJSONBody bounds JSON request bodies (loss reports).
-const maxJSONBody = 1 << 20
 
 // maxRetiredEpochs bounds how many replaced epochs are remembered per edge.
 const maxRetiredEpochs = 16
@@ -112,6 +110,9 @@ func (s *server) edge(name string) (*edgeState, error) {
 	}
 	es := &edgeState{name: name, epoch: rec.Epoch, next: rec.NextSeq, retired: make(map[uint64]bool),
 		advanced: make(chan struct{})}
+	for _, e := range rec.Retired {
+		es.retired[e] = true
+	}
 	s.edges[name] = es
 	s.m.edges.Set(float64(len(s.edges)))
 	return es, nil
@@ -148,6 +149,9 @@ func (s *server) chunk(r *http.Request) (int, any) {
 	floor, he := headerUint(r, wire.HeaderFloor)
 	if he != nil {
 		return fail(he)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != wire.ContentTypeChunk {
+		return fail(errBadRequest(fmt.Sprintf("Content-Type must be %s, got %q", wire.ContentTypeChunk, ct)))
 	}
 	if r.ContentLength > s.cfg.MaxChunkBytes {
 		return fail(&httpError{status: http.StatusRequestEntityTooLarge,
@@ -200,12 +204,20 @@ func (s *server) sequence(ctx context.Context, es *edgeState, epoch, floor uint6
 					clear(es.retired)
 				}
 				es.retired[es.epoch] = true
+				// Persist the takeover, so that the old epoch stays refused
+				// after a restart of the aggregator.
+				if err := s.state.setEdge(es.name, edgeRecord{Epoch: epoch, Retired: es.retiredList()}); err != nil {
+					es.mu.Unlock()
+					return nil, errUnavailable("save edge state: "+err.Error(), 1)
+				}
 			}
 			es.epoch, es.next = epoch, 0
+			es.wake()
 		}
 		// Every seq below the agent's floor was acknowledged or dropped.
 		if floor > es.next {
 			es.next = floor
+			es.wake()
 		}
 		if c.Seq <= es.next {
 			res, err := s.applyLocked(ctx, es, c)
@@ -224,6 +236,26 @@ func (s *server) sequence(ctx context.Context, es *edgeState, epoch, floor uint6
 			return nil, errUnavailable("request cancelled", 1)
 		}
 	}
+}
+
+// record is what the state file keeps of the edge. es.mu is held.
+func (es *edgeState) record() edgeRecord {
+	return edgeRecord{Epoch: es.epoch, NextSeq: es.next, Retired: es.retiredList()}
+}
+
+func (es *edgeState) retiredList() []uint64 {
+	out := make([]uint64, 0, len(es.retired))
+	for e := range es.retired {
+		out = append(out, e)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// wake tells chunks waiting for their turn that next moved. es.mu is held.
+func (es *edgeState) wake() {
+	close(es.advanced)
+	es.advanced = make(chan struct{})
 }
 
 func (es *edgeState) nextSeq() uint64 {
@@ -247,12 +279,11 @@ func (s *server) applyLocked(ctx context.Context, es *edgeState, c *wire.Chunk) 
 	}
 	if c.Seq == es.next {
 		es.next++
-		if err := s.state.setEdge(es.name, edgeRecord{Epoch: es.epoch, NextSeq: es.next}); err != nil {
+		if err := s.state.setEdge(es.name, es.record()); err != nil {
 			// The hub has the records; only the resume hint is stale.
 			s.log.Warn("save edge state", slog.String("edge", es.name), slog.Any("error", err))
 		}
-		close(es.advanced)
-		es.advanced = make(chan struct{})
+		es.wake()
 	}
 	s.log.Debug("chunk applied", slog.String("edge", es.name), slog.Uint64("seq", c.Seq),
 		slog.Int("written", res.written), slog.Int("duplicates", res.duplicates))
@@ -291,8 +322,17 @@ func (s *server) handleLosses(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var rep wire.LossReport
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxJSONBody))
-	if err := dec.Decode(&rep); err != nil {
+	body, err := io.ReadAll(io.LimitReader(r.Body, wire.MaxJSONBytes+1))
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: "read loss report: " + err.Error()})
+		return
+	}
+	if len(body) > wire.MaxJSONBytes {
+		writeJSON(w, http.StatusRequestEntityTooLarge, wire.ErrorResponse{
+			Error: fmt.Sprintf("loss report larger than %d bytes; send fewer ranges at once", wire.MaxJSONBytes), Permanent: true})
+		return
+	}
+	if err := json.Unmarshal(body, &rep); err != nil {
 		writeJSON(w, http.StatusBadRequest, wire.ErrorResponse{Error: "decode loss report: " + err.Error(), Permanent: true})
 		return
 	}
@@ -302,11 +342,14 @@ func (s *server) handleLosses(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := s.state.addLosses(edge, rep.Ranges, time.Now()); err != nil {
+	added, err := s.state.addLosses(edge, rep.Ranges, time.Now())
+	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: "store loss report: " + err.Error()})
 		return
 	}
-	for _, lr := range rep.Ranges {
+	// Only ranges not stored before: a report is re-sent when its answer
+	// was lost.
+	for _, lr := range added {
 		s.log.Warn("edge reported lost records", slog.String("edge", edge), slog.String("reason", lr.Reason),
 			slog.String("topic", lr.Topic), slog.Int("partition", int(lr.Partition)),
 			slog.Int64("first_offset", lr.FirstOffset), slog.Int64("last_offset", lr.LastOffset),

@@ -36,6 +36,8 @@ type state struct {
 type edgeRecord struct {
 	Epoch   uint64 `json:"epoch"`
 	NextSeq uint64 `json:"next_seq"`
+	// Retired are epochs replaced by a newer one: their chunks are refused.
+	Retired []uint64 `json:"retired,omitempty"`
 }
 
 // lossRecord is one stored loss report range.
@@ -113,8 +115,11 @@ func (s *state) setEdge(name string, rec edgeRecord) error {
 	return nil
 }
 
-func (s *state) addLosses(edge string, ranges []wire.LossRange, at time.Time) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+// addLosses stores loss ranges and returns those it did not have yet.
+func (s *state) addLosses(edge string, ranges []wire.LossRange, at time.Time) ([]wire.LossRange, error) {
+	var added []wire.LossRange
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		added = added[:0]
 		b := tx.Bucket(bucketLosses)
 		for _, r := range ranges {
 			// The key is the range's identity, so that a report delivered
@@ -135,9 +140,11 @@ func (s *state) addLosses(edge string, ranges []wire.LossRange, at time.Time) er
 			if err := b.Put(key, v); err != nil {
 				return err
 			}
+			added = append(added, r)
 		}
 		return nil
 	})
+	return added, err
 }
 
 // losses returns the stored loss ranges, of one edge or of all ("").
