@@ -1,0 +1,408 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// producer writes workload records to the edge cluster on its plain
+// listener (never across the WAN), with the row's edge compression.
+type producer struct {
+	cl     *kgo.Client
+	wl     workload
+	failed atomic.Int64
+	errMu  sync.Mutex
+	err    error
+}
+
+func newProducer(brokers, compression string, wl workload, linger time.Duration) (*producer, error) {
+	codec := kgo.NoCompression()
+	switch compression {
+	case "none":
+	case "lz4":
+		codec = kgo.Lz4Compression()
+	default:
+		return nil, fmt.Errorf("unknown edge compression %q", compression)
+	}
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(brokers),
+		kgo.ProducerBatchCompression(codec),
+		kgo.ProducerLinger(linger),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerBatchMaxBytes(1<<20),
+		kgo.MaxBufferedRecords(50_000),
+		kgo.RecordRetries(1<<20),
+	)
+	if err != nil {
+		return nil, err
+	}
+	return &producer{cl: cl, wl: wl}, nil
+}
+
+func (p *producer) close() { p.cl.Close() }
+
+func (p *producer) record(topic string, id int64, ts time.Time) *kgo.Record {
+	k, v := p.wl.make(id, rngFor(id), nil, nil)
+	r := &kgo.Record{Topic: topic, Value: v, Timestamp: ts}
+	if len(k) > 0 {
+		r.Key = k
+	}
+	return r
+}
+
+func (p *producer) done(_ *kgo.Record, err error) {
+	if err != nil {
+		p.failed.Add(1)
+		p.errMu.Lock()
+		if p.err == nil {
+			p.err = err
+		}
+		p.errMu.Unlock()
+	}
+}
+
+// produce sends records with ids [from, from+n) as fast as the edge takes
+// them, and waits until all are acknowledged.
+func (p *producer) produce(ctx context.Context, topic string, from, n int64) error {
+	for id := from; id < from+n; id++ {
+		p.cl.Produce(ctx, p.record(topic, id, time.Now()), p.done)
+	}
+	return p.flush(ctx)
+}
+
+func (p *producer) flush(ctx context.Context) error {
+	if err := p.cl.Flush(ctx); err != nil {
+		return err
+	}
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	if p.err != nil {
+		return fmt.Errorf("%d records failed, first: %w", p.failed.Load(), p.err)
+	}
+	return nil
+}
+
+// paced produces rate records per second with ids from `from`, stamped
+// with the time they are handed to the client, until ctx ends or stop is
+// closed. It returns how many it produced.
+func (p *producer) paced(ctx context.Context, stop <-chan struct{}, topic string, from int64, rate int) int64 {
+	const tick = 10 * time.Millisecond
+	start := time.Now()
+	var sent int64
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return sent
+		case <-stop:
+			return sent
+		case now := <-t.C:
+			due := int64(now.Sub(start).Seconds() * float64(rate))
+			for ; sent < due; sent++ {
+				p.cl.Produce(ctx, p.record(topic, from+sent, time.Now()), p.done)
+			}
+		}
+	}
+}
+
+// createTopics creates topics with partitions on brokers.
+func createTopics(ctx context.Context, brokers string, partitions int32, topics ...string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	res, err := kadm.NewClient(cl).CreateTopics(ctx, partitions, 1, nil, topics...)
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create %s: %w", r.Topic, r.Err)
+		}
+	}
+	return nil
+}
+
+// hubClient answers "how many records does this hub topic hold".
+type hubClient struct {
+	cl  *kgo.Client
+	adm *kadm.Client
+}
+
+func newHubClient(brokers string) (*hubClient, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	if err != nil {
+		return nil, err
+	}
+	return &hubClient{cl: cl, adm: kadm.NewClient(cl)}, nil
+}
+
+func (h *hubClient) close() { h.cl.Close() }
+
+// count is the sum of the end offsets of topic (0 while it does not exist).
+func (h *hubClient) count(ctx context.Context, topic string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ends, err := h.adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			n += o.Offset
+		}
+	})
+	return n, nil
+}
+
+// waitCount polls topic every 50 ms until it holds at least want records,
+// the deadline passes or check reports a dead process. It returns when the
+// first record was seen (zero if it was there at the first poll) and when
+// want was reached.
+func (h *hubClient) waitCount(ctx context.Context, topic string, want int64, timeout time.Duration, check func() error) (first, done time.Time, err error) {
+	deadline := time.Now().Add(timeout)
+	var have int64
+	for polls := 0; ; polls++ {
+		n, cerr := h.count(ctx, topic)
+		now := time.Now()
+		if cerr == nil {
+			have = n
+			if n > 0 && first.IsZero() && polls > 0 {
+				first = now
+			}
+			if n >= want {
+				return first, now, nil
+			}
+		}
+		if check != nil {
+			if err := check(); err != nil {
+				return first, now, err
+			}
+		}
+		if now.After(deadline) {
+			return first, now, fmt.Errorf("hub topic %s has %d of %d records after %s", topic, have, want, timeout)
+		}
+		if ctx.Err() != nil {
+			return first, now, ctx.Err()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// verify reads the whole hub topic and checks that every id in [0, n)
+// arrived: it returns how many arrived more than once (each extra copy
+// counts) and how many never did. Records without an id, or with one
+// outside the range, are an error: nothing else is written there.
+func verify(ctx context.Context, brokers, topic string, wl workload, n int64) (dups, missing int64, err error) {
+	adm, err := newHubClient(brokers)
+	if err != nil {
+		return 0, 0, err
+	}
+	ends, err := adm.adm.ListEndOffsets(ctx, topic)
+	adm.close()
+	if err != nil {
+		return 0, 0, err
+	}
+	want := map[string]map[int32]kgo.Offset{topic: {}}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil && o.Offset > 0 {
+			want[topic][o.Partition] = kgo.NewOffset().AtStart()
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	seen := make([]uint8, n)
+	var bad int64
+	if len(remaining) > 0 {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumePartitions(want),
+			kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20))
+		if err != nil {
+			return 0, 0, err
+		}
+		defer cl.Close()
+		for len(remaining) > 0 {
+			fs := cl.PollFetches(ctx)
+			if ctx.Err() != nil {
+				return 0, 0, fmt.Errorf("read %s: %w", topic, ctx.Err())
+			}
+			var ferr error
+			fs.EachError(func(t string, p int32, e error) { ferr = fmt.Errorf("fetch %s/%d: %w", t, p, e) })
+			if ferr != nil {
+				return 0, 0, ferr
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				end, ok := remaining[r.Partition]
+				if !ok || r.Offset >= end {
+					return
+				}
+				if r.Offset == end-1 {
+					delete(remaining, r.Partition)
+				}
+				id, ok := wl.parseID(r.Value)
+				if !ok || id < 0 || id >= n {
+					bad++
+					return
+				}
+				if seen[id] < 255 {
+					seen[id]++
+				}
+			})
+		}
+	}
+	for _, c := range seen {
+		switch {
+		case c == 0:
+			missing++
+		case c > 1:
+			dups += int64(c) - 1
+		}
+	}
+	if bad > 0 {
+		return dups, missing, fmt.Errorf("%s holds %d records that are not this run's", topic, bad)
+	}
+	return dups, missing, nil
+}
+
+// latencies consumes a hub topic from its current end and records, for the
+// first copy of each id, how long after its edge timestamp it was read.
+type latencies struct {
+	cl   *kgo.Client
+	wl   workload
+	mu   sync.Mutex
+	seen map[int64]bool
+	ms   []float64
+}
+
+func startLatencies(ctx context.Context, brokers, topic string, wl workload) (*latencies, error) {
+	h, err := newHubClient(brokers)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := h.adm.ListEndOffsets(ctx, topic)
+	h.close()
+	if err != nil {
+		return nil, err
+	}
+	parts := map[int32]kgo.Offset{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			parts[o.Partition] = kgo.NewOffset().At(o.Offset)
+		}
+	})
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("hub topic %s has no partitions yet", topic)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
+		kgo.FetchMaxWait(200*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	l := &latencies{cl: cl, wl: wl, seen: map[int64]bool{}}
+	go func() {
+		for {
+			fs := cl.PollFetches(ctx)
+			if fs.IsClientClosed() || ctx.Err() != nil {
+				return
+			}
+			now := time.Now()
+			l.mu.Lock()
+			fs.EachRecord(func(r *kgo.Record) {
+				id, ok := wl.parseID(r.Value)
+				if !ok || l.seen[id] {
+					return
+				}
+				l.seen[id] = true
+				l.ms = append(l.ms, float64(now.Sub(r.Timestamp).Microseconds())/1000)
+			})
+			l.mu.Unlock()
+		}
+	}()
+	return l, nil
+}
+
+func (l *latencies) count() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return int64(len(l.ms))
+}
+
+// percentiles closes the consumer and returns p50 and p99 in milliseconds.
+func (l *latencies) percentiles() (p50, p99 float64) {
+	l.cl.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.ms) == 0 {
+		return 0, 0
+	}
+	s := append([]float64(nil), l.ms...)
+	sort.Float64s(s)
+	at := func(q float64) float64 { return s[min(len(s)-1, int(q*float64(len(s))))] }
+	return at(0.50), at(0.99)
+}
+
+// readTopic reads every record of topic, up to its end offsets at the time
+// of the call, by partition.
+func readTopic(ctx context.Context, brokers, topic string) (map[int32][]*kgo.Record, error) {
+	h, err := newHubClient(brokers)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := h.adm.ListEndOffsets(ctx, topic)
+	h.close()
+	if err != nil {
+		return nil, err
+	}
+	parts := map[int32]kgo.Offset{}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil && o.Offset > 0 {
+			parts[o.Partition] = kgo.NewOffset().AtStart()
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	out := map[int32][]*kgo.Record{}
+	if len(parts) == 0 {
+		return out, nil
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
+		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	for len(remaining) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("read %s: %w", topic, ctx.Err())
+		}
+		var ferr error
+		fs.EachError(func(t string, p int32, e error) { ferr = fmt.Errorf("fetch %s/%d: %w", t, p, e) })
+		if ferr != nil {
+			return nil, ferr
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			end, ok := remaining[r.Partition]
+			if !ok || r.Offset >= end {
+				return
+			}
+			out[r.Partition] = append(out[r.Partition], r)
+			if r.Offset == end-1 {
+				delete(remaining, r.Partition)
+			}
+		})
+	}
+	return out, nil
+}
