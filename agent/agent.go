@@ -64,7 +64,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read stored offsets: %w", err)
 	}
-	enc, err := wire.NewEncoder(a.cfg.Compression, a.cfg.CompressionLevel)
+	enc, err := wire.NewEncoder(a.cfg.Compression, a.cfg.CompressionLevel, wire.WithMaxChunkBytes(a.cfg.BatchBytes))
 	if err != nil {
 		return fmt.Errorf("create %s encoder: %w", a.cfg.Compression, err)
 	}

@@ -33,7 +33,7 @@ const (
 	// re-listed; new ones are picked up within this interval.
 	DefaultMetadataInterval = 10 * time.Second
 	// DefaultFetchMaxBytes bounds one fetch response (and so the reader's memory).
-	DefaultFetchMaxBytes = 4 << 20
+	DefaultFetchMaxBytes = 1 << 20
 	// DefaultRequestTimeout bounds one chunk upload, on top of the time the
 	// bandwidth cap needs to send it.
 	DefaultRequestTimeout = 60 * time.Second

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -118,6 +119,7 @@ type common struct {
 	logLevel    string
 	logFormat   string
 	check       bool
+	pprof       bool
 }
 
 func (c *common) register(cmd *command) {
@@ -125,6 +127,7 @@ func (c *common) register(cmd *command) {
 	cmd.str(&c.metricsAddr, "metrics-addr", "address of the Prometheus /metrics and /healthz endpoint, e.g. :9100 (empty disables)")
 	cmd.choice(&c.logLevel, "log-level", []string{"debug", "info", "warn", "error"}, "log level: debug, info, warn or error")
 	cmd.choice(&c.logFormat, "log-format", []string{"text", "json"}, "log format: text or json")
+	cmd.boolv(&c.pprof, "pprof", "also serve Go profiles under /debug/pprof/ on --metrics-addr")
 	cmd.boolv(&c.check, "check", "validate the configuration, print it and exit (0 if valid)")
 }
 
@@ -139,7 +142,7 @@ func (c *common) logger(w io.Writer) *slog.Logger {
 }
 
 // serveMetrics serves /metrics and /healthz on addr until ctx ends.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
+func serveMetrics(ctx context.Context, addr string, pprofOn bool, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
 	if addr == "" {
 		return func() {}, nil
 	}
@@ -153,6 +156,13 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintln(w, `{"status":"ok"}`)
 	})
+	if pprofOn {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	log.Info("metrics listening", slog.String("addr", ln.Addr().String()))
@@ -242,7 +252,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err != nil {
 		return err
 	}
-	stopMetrics, err := serveMetrics(ctx, co.metricsAddr, reg, log)
+	stopMetrics, err := serveMetrics(ctx, co.metricsAddr, co.pprof, reg, log)
 	if err != nil {
 		return err
 	}
@@ -307,7 +317,7 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	if err != nil {
 		return err
 	}
-	stopMetrics, err := serveMetrics(ctx, co.metricsAddr, reg, log)
+	stopMetrics, err := serveMetrics(ctx, co.metricsAddr, co.pprof, reg, log)
 	if err != nil {
 		return err
 	}

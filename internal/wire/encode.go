@@ -29,9 +29,38 @@ type Encoder struct {
 	closed bool
 }
 
+// EncoderOption tunes an Encoder.
+type EncoderOption func(*encoderOptions)
+
+type encoderOptions struct {
+	maxChunk int
+}
+
+// WithMaxChunkBytes tells the encoder the largest raw payload it will be
+// given. Chunks are compressed independently, so a zstd window as large as
+// the chunk loses nothing; the default window (8 MiB) costs about 16 MiB of
+// encoder memory for nothing on a small gateway.
+func WithMaxChunkBytes(n int) EncoderOption {
+	return func(o *encoderOptions) { o.maxChunk = n }
+}
+
+// zstdWindow returns the zstd window for chunks of at most n raw bytes: the
+// next power of two, at least 64 KiB, at most zstd's default of 8 MiB.
+func zstdWindow(n int) int {
+	w := 64 << 10
+	for w < n && w < 8<<20 {
+		w <<= 1
+	}
+	return w
+}
+
 // NewEncoder returns an Encoder that compresses with codec c at level l. A
 // zero l means LevelDefault; CodecNone accepts any valid level and ignores it.
-func NewEncoder(c Codec, l Level) (*Encoder, error) {
+func NewEncoder(c Codec, l Level, opts ...EncoderOption) (*Encoder, error) {
+	var o encoderOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if !c.Valid() {
 		return nil, fmt.Errorf("create encoder: codec %d: %w (valid: %s)", uint8(c), ErrUnsupportedCodec, validCodecs)
 	}
@@ -55,7 +84,11 @@ func NewEncoder(c Codec, l Level) (*Encoder, error) {
 		}
 		// EncodeAll with concurrency 1 runs in the calling goroutine and
 		// starts none of its own.
-		z, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zl), zstd.WithEncoderConcurrency(1))
+		zopts := []zstd.EOption{zstd.WithEncoderLevel(zl), zstd.WithEncoderConcurrency(1)}
+		if o.maxChunk > 0 {
+			zopts = append(zopts, zstd.WithWindowSize(zstdWindow(o.maxChunk)))
+		}
+		z, err := zstd.NewWriter(nil, zopts...)
 		if err != nil {
 			return nil, fmt.Errorf("create zstd encoder: %w", err)
 		}
