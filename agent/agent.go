@@ -140,7 +140,12 @@ func (a *Agent) readLoop(ctx context.Context, rd *reader, store *buffer.Store, e
 			}
 		}
 		n := len(b.records)
-		if err := rd.fetch(ctx, maxWait, b); err != nil {
+		// Never wait in a fetch past the pending batch's linger deadline.
+		wait := maxWait
+		if !since.IsZero() {
+			wait = min(wait, max(a.cfg.Linger-time.Since(since), time.Millisecond))
+		}
+		if err := rd.fetch(ctx, wait, b); err != nil {
 			break
 		}
 		for i := n; i < len(b.records); i++ {
