@@ -67,7 +67,17 @@ probe() {
 randstr() { head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c "${1:-20}"; }
 
 # A KRaft cluster id: 16 random bytes, base64url without padding (Uuid.toString).
-cluster_id() { head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
+# Like Kafka's Uuid.randomUuid, never one starting with "-": StorageTool's
+# argument parser would take "-t -xyz..." for an option and refuse to format
+# (seen once in 64 starts on average).
+cluster_id() {
+	local id
+	while :; do
+		id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+		[[ $id == -* ]] || break
+	done
+	printf '%s\n' "$id"
+}
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
