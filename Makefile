@@ -32,7 +32,8 @@ test-e2e: build
 	EDGEMIRROR_BIN=$(CURDIR)/$(BIN) $(GO) test -race -timeout 10m -v ./test/e2e/
 
 test-realkafka: build ## end-to-end suite against real Apache Kafka brokers (downloads Kafka once)
-	EDGEMIRROR_BIN=$(CURDIR)/$(BIN) $(GO) test -tags realkafka -timeout 45m -v -count=1 ./test/realkafka/
+	@# -p 1: each package starts its own JVMs; two at once starve 2 cores.
+	EDGEMIRROR_BIN=$(CURDIR)/$(BIN) $(GO) test -tags realkafka -timeout 45m -p 1 -v -count=1 ./test/realkafka/ ./test/kafka/
 
 fuzz: ## run every fuzz target for a while
 	$(GO) test -run '^$$' -fuzz=FuzzDecode -fuzztime=60s ./internal/wire
