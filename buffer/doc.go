@@ -4,16 +4,16 @@
 //
 // # Basics
 //
-//	               Append (one tx: chunk + meta + next offsets)
-//	                 │
-//	   Floor         ▼                                   NextSeq
-//	     │  acked  ┌────┬────┬────┬────┬────┬────┬────┐     │
-//	     ▼  (gone) │ 17 │ 18 │ 19 │ 20 │ 21 │ 22 │ 23 │ ◄───┘
-//	               └────┴────┴────┴────┴────┴────┴────┘
-//	               ◄─ leased ─►  ◄──── waiting ────────►
-//	               (in flight)
-//	               ◄── attempted mark (persisted) ──►   drop-oldest deletes only
-//	                                                     above this mark
+//	            Append (one tx: chunk + meta + next offsets)
+//	              │
+//	Floor         ▼                                   NextSeq
+//	  │  acked  ┌────┬────┬────┬────┬────┬────┬────┐     │
+//	  ▼  (gone) │ 17 │ 18 │ 19 │ 20 │ 21 │ 22 │ 23 │ ◄───┘
+//	            └────┴────┴────┴────┴────┴────┴────┘
+//	            ◄─ leased ─►  ◄──── waiting ────────►
+//	            (in flight)
+//	            ◄── attempted mark (persisted) ──►   drop-oldest deletes only
+//	                                                  above this mark
 //
 // A chunk, its metadata (sequence number, record count, per-partition offset
 // ranges) and the next offsets it advances are written in one transaction, so
