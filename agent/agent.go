@@ -120,16 +120,24 @@ func (a *Agent) readLoop(ctx context.Context, rd *reader, store *buffer.Store, e
 		maxWait = 10 * time.Millisecond
 	}
 	b := newBatch()
-	var (
-		rawSize int
-		since   time.Time // when the pending batch got its first content
-	)
+	var since time.Time // when the pending batch got its first content
 	flush := func(ctx context.Context) error {
-		if err := a.flush(ctx, rd, store, enc, b); err != nil {
+		if err := a.flush(ctx, rd, store, enc, b, true); err != nil {
 			return err
 		}
-		b = newBatch()
-		rawSize, since = 0, time.Time{}
+		b.reset()
+		since = time.Time{}
+		return nil
+	}
+	// A fetch response can hold many chunks' worth of records (compressed
+	// edge batches): write full chunks as they fill, in the middle of the
+	// response.
+	rd.full = func() error {
+		if err := a.flush(ctx, rd, store, enc, b, false); err != nil {
+			return err
+		}
+		clear(b.records)
+		b.records, b.rawSize = b.records[:0], 0
 		return nil
 	}
 	for {
@@ -139,22 +147,21 @@ func (a *Agent) readLoop(ctx context.Context, rd *reader, store *buffer.Store, e
 				rd.lastMeta = time.Now().Add(-a.cfg.MetadataInterval + time.Second)
 			}
 		}
-		n := len(b.records)
 		// Never wait in a fetch past the pending batch's linger deadline.
 		wait := maxWait
 		if !since.IsZero() {
 			wait = min(wait, max(a.cfg.Linger-time.Since(since), time.Millisecond))
 		}
 		if err := rd.fetch(ctx, wait, b); err != nil {
-			break
+			if ctx.Err() != nil {
+				break
+			}
+			return err
 		}
-		for i := n; i < len(b.records); i++ {
-			rawSize += wire.RecordSize(&b.records[i])
-		}
-		if since.IsZero() && (len(b.records) > 0 || len(b.next) > 0) {
+		if since.IsZero() && !b.empty() {
 			since = time.Now()
 		}
-		if len(b.losses) > 0 || rawSize >= a.cfg.BatchBytes || (!since.IsZero() && time.Since(since) >= a.cfg.Linger) {
+		if len(b.losses) > 0 || b.rawSize >= a.cfg.BatchBytes || (!since.IsZero() && time.Since(since) >= a.cfg.Linger) {
 			if err := flush(ctx); err != nil {
 				if ctx.Err() != nil {
 					break
@@ -176,9 +183,11 @@ func (a *Agent) readLoop(ctx context.Context, rd *reader, store *buffer.Store, e
 }
 
 // flush writes the pending records as one or more chunks of at most
-// BatchBytes (uncompressed), each with the next offsets it advances, then
-// records the batch's losses and the offsets past them in one transaction.
-func (a *Agent) flush(ctx context.Context, rd *reader, store *buffer.Store, enc *wire.Encoder, b *batch) error {
+// BatchBytes (uncompressed), each with the next offsets it advances. A final
+// flush then records the batch's losses and the offsets past them in one
+// transaction; a partial one (in the middle of a fetch response) advances
+// each partition only past its own records.
+func (a *Agent) flush(ctx context.Context, rd *reader, store *buffer.Store, enc *wire.Encoder, b *batch, final bool) error {
 	recs := b.records
 	for len(recs) > 0 {
 		n, size := 0, 0
@@ -189,7 +198,7 @@ func (a *Agent) flush(ctx context.Context, rd *reader, store *buffer.Store, enc 
 		part := recs[:n]
 		recs = recs[n:]
 		next := b.next
-		if len(recs) > 0 {
+		if len(recs) > 0 || !final {
 			// Not the last chunk of the batch: it advances each partition
 			// only past its own records.
 			next = make(map[buffer.PartitionKey]int64)
@@ -201,7 +210,7 @@ func (a *Agent) flush(ctx context.Context, rd *reader, store *buffer.Store, enc 
 			return err
 		}
 	}
-	if len(b.records) == 0 && len(b.next) > 0 || len(b.losses) > 0 {
+	if final && (len(b.records) == 0 && len(b.next) > 0 || len(b.losses) > 0) {
 		next := make(map[buffer.PartitionKey]int64, len(b.next)+len(b.lossNext))
 		for k, v := range b.next {
 			next[k] = v

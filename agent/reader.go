@@ -41,6 +41,7 @@ type partition struct {
 // they advance, and losses found on the way.
 type batch struct {
 	records []wire.Record
+	rawSize int // sum of wire.RecordSize over records
 	next    map[buffer.PartitionKey]int64
 	// losses found in this round, and the offsets to resume from after
 	// them. They are persisted together in one transaction, after every
@@ -52,6 +53,21 @@ type batch struct {
 
 func newBatch() *batch {
 	return &batch{next: make(map[buffer.PartitionKey]int64), lossNext: make(map[buffer.PartitionKey]int64)}
+}
+
+// empty reports whether the batch holds nothing to write.
+func (b *batch) empty() bool {
+	return len(b.records) == 0 && len(b.next) == 0 && len(b.losses) == 0
+}
+
+// reset empties the batch for reuse.
+func (b *batch) reset() {
+	clear(b.records) // drop references to the copied keys and values
+	b.records = b.records[:0]
+	b.rawSize = 0
+	clear(b.next)
+	b.losses = b.losses[:0]
+	clear(b.lossNext)
 }
 
 // skipLosses moves the partitions past the lost ranges once they are recorded.
@@ -80,6 +96,13 @@ type reader struct {
 	topics   map[string]int32 // partition count per mirrored topic
 	stored   map[buffer.PartitionKey]int64
 	lastMeta time.Time
+	round    int // rotates the order partitions are served in
+
+	// full is called when the batch's records reach the chunk size in the
+	// middle of a fetch response; it writes them out, so that memory is
+	// bounded by one chunk and one response, whatever the compression
+	// ratio of the edge's batches.
+	full func() error
 }
 
 func newReader(cfg *Config, log *slog.Logger, client *kafka.Client, stored map[buffer.PartitionKey]int64, m *metrics) (*reader, error) {
@@ -263,7 +286,9 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 			}
 			continue
 		}
-		r.process(ctx, res.parts, res.res, b)
+		if err := r.process(ctx, res.parts, res.res, b); err != nil {
+			return err
+		}
 	}
 	if len(results) == 1 && firstErr != nil {
 		// The only broker failed: back off here rather than spin.
@@ -337,17 +362,37 @@ func (r *reader) initPartition(ctx context.Context, p *partition) error {
 	return nil
 }
 
-func (r *reader) process(ctx context.Context, parts []*partition, res *fetchapi.Response, b *batch) {
+func (r *reader) process(ctx context.Context, parts []*partition, res *fetchapi.Response, b *batch) error {
 	byKey := make(map[buffer.PartitionKey]*partition, len(parts))
 	for _, p := range parts {
 		byKey[p.key] = p
 	}
+	type answer struct {
+		p  *partition
+		rp *fetchapi.ResponsePartition
+	}
+	var answers []answer
 	for ti := range res.Topics {
 		t := &res.Topics[ti]
 		for pi := range t.Partitions {
 			rp := &t.Partitions[pi]
 			p := byKey[buffer.PartitionKey{Topic: t.Topic, Partition: rp.Partition}]
 			if p == nil {
+				closeRecords(rp.RecordSet.Records)
+				continue
+			}
+			answers = append(answers, answer{p, rp})
+		}
+	}
+	// Serve the partitions in a rotating order, so that with a backlog no
+	// partition always comes last.
+	r.round++
+	var fatal error
+	for i := range answers {
+		a := answers[(i+r.round)%len(answers)]
+		p, rp := a.p, a.rp
+		{
+			if fatal != nil {
 				closeRecords(rp.RecordSet.Records)
 				continue
 			}
@@ -359,7 +404,10 @@ func (r *reader) process(ctx context.Context, parts []*partition, res *fetchapi.
 			p.stuckLogged = false
 			r.m.highWatermark.WithLabelValues(p.key.Topic, itoa(p.key.Partition)).Set(float64(rp.LastStableOffset))
 			next, err := r.readPartition(p, rp, b)
-			if err != nil {
+			var fe *flushError
+			if errors.As(err, &fe) {
+				fatal = fe.err
+			} else if err != nil {
 				r.log.Warn("decode fetched records; will refetch", slog.String("topic", p.key.Topic),
 					slog.Int("partition", int(p.key.Partition)), slog.Int64("offset", p.next), slog.Any("error", err))
 				p.retryAt = time.Now().Add(time.Second)
@@ -371,7 +419,14 @@ func (r *reader) process(ctx context.Context, parts []*partition, res *fetchapi.
 			}
 		}
 	}
+	return fatal
 }
+
+// flushError carries an error of the full callback out of readPartition:
+// the buffer refused a chunk, which ends the read loop.
+type flushError struct{ err error }
+
+func (e *flushError) Error() string { return e.err.Error() }
 
 // partitionError handles a per-partition fetch error.
 func (r *reader) partitionError(ctx context.Context, p *partition, rp *fetchapi.ResponsePartition, b *batch) {
@@ -511,7 +566,14 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 				continue
 			}
 			b.records = append(b.records, wr)
+			b.rawSize += wire.RecordSize(&b.records[len(b.records)-1])
 			r.m.recordsRead.Inc()
+			if r.full != nil && b.rawSize >= r.cfg.BatchBytes {
+				if err := r.full(); err != nil {
+					closeRecords(recs)
+					return next, &flushError{err}
+				}
+			}
 		}
 		if firstErr != nil {
 			break

@@ -120,6 +120,7 @@ type common struct {
 	logFormat   string
 	check       bool
 	pprof       bool
+	memLimit    int64
 }
 
 func (c *common) register(cmd *command) {
@@ -127,8 +128,21 @@ func (c *common) register(cmd *command) {
 	cmd.str(&c.metricsAddr, "metrics-addr", "address of the Prometheus /metrics and /healthz endpoint, e.g. :9100 (empty disables)")
 	cmd.choice(&c.logLevel, "log-level", []string{"debug", "info", "warn", "error"}, "log level: debug, info, warn or error")
 	cmd.choice(&c.logFormat, "log-format", []string{"text", "json"}, "log format: text or json")
+	cmd.bytes(&c.memLimit, "memory-limit", "soft memory limit of the Go runtime (as GOMEMLIMIT, which wins if set); the garbage collector works harder near it; 0 disables")
 	cmd.boolv(&c.pprof, "pprof", "also serve Go profiles under /debug/pprof/ on --metrics-addr")
 	cmd.boolv(&c.check, "check", "validate the configuration, print it and exit (0 if valid)")
+}
+
+// applyMemoryLimit sets the runtime's soft memory limit unless GOMEMLIMIT
+// already does.
+func (c *common) applyMemoryLimit(log *slog.Logger) {
+	if v := os.Getenv("GOMEMLIMIT"); v != "" {
+		log.Info("memory limit from GOMEMLIMIT", slog.String("GOMEMLIMIT", v))
+		return
+	}
+	if c.memLimit > 0 {
+		debug.SetMemoryLimit(c.memLimit)
+	}
 }
 
 func (c *common) logger(w io.Writer) *slog.Logger {
@@ -185,7 +199,10 @@ func newRegistry() *prometheus.Registry {
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	cfg := agent.DefaultConfig()
-	co := common{logLevel: "info", logFormat: "text"}
+	// Edge gateways are small: keep the agent's heap tight by default. With
+	// uncompressed edge data the live heap is a few MiB and the limit costs
+	// nothing; it bounds the decompression buffers of compressed edge batches.
+	co := common{logLevel: "info", logFormat: "text", memLimit: 32 << 20}
 	var (
 		policy      = cfg.BufferFull.String()
 		compression = cfg.Compression.String()
@@ -248,6 +265,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	log := co.logger(stderr)
 	reg := newRegistry()
 	cfg.Logger, cfg.Registerer = log, reg
+	co.applyMemoryLimit(log)
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err
@@ -313,6 +331,7 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	log := co.logger(stderr)
 	reg := newRegistry()
 	cfg.Logger, cfg.Registerer = log, reg
+	co.applyMemoryLimit(log)
 	a, err := aggregator.New(cfg)
 	if err != nil {
 		return err
