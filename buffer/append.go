@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"syscall"
 	"time"
@@ -136,7 +137,6 @@ func (s *Store) tryAppend(frame []byte, meta ChunkMeta, enc []byte, cost int64, 
 			s.rmu.Lock()
 			done, err = s.commitAppend(frame, meta, enc, next)
 			s.rmu.Unlock()
-
 		}
 		if err == nil {
 			done(cost)
@@ -145,7 +145,17 @@ func (s *Store) tryAppend(frame []byte, meta ChunkMeta, enc []byte, cost int64, 
 		if !isFull(err) {
 			return nil, fmt.Errorf("append chunk %d: %w", meta.Seq, err)
 		}
-		// Accounted room, yet bbolt found no contiguous run of pages.
+		if errors.Is(err, syscall.ENOSPC) {
+			// The file system is full, not the buffer: nothing the
+			// policy may drop helps for sure. Keep the chunk's records
+			// unread and try again.
+			s.log.Error("disk full: cannot write to the buffer; retrying",
+				slog.Uint64(logKeySeq, meta.Seq), slog.Duration("retry_in", diskFullRetry), slog.Any(logKeyError, err))
+			retry := make(chan struct{})
+			time.AfterFunc(diskFullRetry, func() { close(retry) })
+			return retry, nil
+		}
+		// Accounted room, yet bbolt found no run of free pages long enough.
 		s.mu.Lock()
 		chunks := s.chunks
 		s.mu.Unlock()
@@ -170,6 +180,10 @@ func (s *Store) tryAppend(frame []byte, meta ChunkMeta, enc []byte, cost int64, 
 	defer s.mu.Unlock()
 	return s.spaceCh, nil
 }
+
+// diskFullRetry is how long Append waits before writing again after the
+// file system reported ENOSPC.
+const diskFullRetry = 5 * time.Second
 
 // closedChan is a channel that is always ready.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
@@ -229,8 +243,8 @@ func (s *Store) appended(meta ChunkMeta, frameLen int, cost, offsetCost int64, a
 }
 
 func checkAppend(meta ChunkMeta, next map[PartitionKey]int64) error {
-	if meta.Records < 0 || meta.RawBytes < 0 {
-		return fmt.Errorf("negative record count or size: %w", ErrInvalid)
+	if meta.Records < 0 || meta.RawBytes < 0 || meta.Records > math.MaxInt32 || meta.RawBytes > math.MaxInt32 {
+		return fmt.Errorf("record count %d or raw size %d out of range: %w", meta.Records, meta.RawBytes, ErrInvalid)
 	}
 	for _, r := range meta.Ranges {
 		if err := checkRange(r); err != nil {

@@ -16,9 +16,10 @@ import "fmt"
 //	        + AllocSize + 1 page       bbolt grows the file in AllocSize steps and refuses
 //	                                   a step that would cross MaxSize, so the last step
 //	                                   is never usable
-//	        + MaxBytes/16              fragmentation: a frame needs contiguous pages, and
-//	                                   pages freed by a commit are reusable only by a
-//	                                   later commit
+//	        + max(MaxBytes/64,         fragmentation: a segment needs 16 contiguous pages,
+//	              8 segments)          small pages scattered between free runs can make a
+//	                                   run too short, and pages freed by a commit are
+//	                                   reusable only by a later commit
 //	        + 2 × free-list pages      only with Options.SyncFreelist: bbolt writes the list
 //	                                   of free page ids (8 bytes each) on every commit to
 //	                                   fresh pages while the old copy is still pending
@@ -41,8 +42,9 @@ const (
 	fragMinSegments   = 8
 	minAllocSize      = 64 << 10
 	maxAllocSize      = 16 << 20
-	maxMetaEstimate   = 4096 // chunk metadata assumed by MaxFrameBytes
-	frameKeyLen       = 1    // key of a segment inside its bucket
+	maxMetaEstimate   = 4096    // chunk metadata assumed by MaxFrameBytes
+	maxFrameCap       = 1 << 30 // MaxFrameBytes never exceeds this (lengths are stored as 31-bit values)
+	frameKeyLen       = 1       // key of a segment inside its bucket
 )
 
 // layout is the size arithmetic of one store.
@@ -81,7 +83,7 @@ func newLayout(maxBytes int64, psize int, syncFreelist bool) (layout, error) {
 	if rest := avail % full; rest > l.segmentCost(l.pageSize) {
 		n += (rest-l.smallCost(segKeyLen, bucketHeaderSize))/l.pageSize*l.pageSize - pageHeaderSize - leafElemSize - frameKeyLen
 	}
-	l.maxFrame = int(n)
+	l.maxFrame = int(min(n, maxFrameCap))
 	return l, nil
 }
 

@@ -3,7 +3,7 @@ package buffer
 import "testing"
 
 func TestLayout(t *testing.T) {
-	for _, maxBytes := range []int64{MinMaxBytes, 16 << 20, 1 << 30, 100 << 30} {
+	for _, maxBytes := range []int64{MinMaxBytes, 16 << 20, 256 << 20, 1 << 30, 10 << 30, 100 << 30} {
 		for _, sync := range []bool{false, true} {
 			l, err := newLayout(maxBytes, pageSize, sync)
 			if err != nil {
@@ -13,7 +13,7 @@ func TestLayout(t *testing.T) {
 			if c := l.frameCost(l.maxFrame) + meta; c > l.maxChunk {
 				t.Errorf("MaxBytes %d: cost of the largest frame %d exceeds the chunk limit %d", maxBytes, c, l.maxChunk)
 			}
-			if l.frameCost(l.maxFrame+pageSize)+meta <= l.maxChunk {
+			if l.maxFrame < maxFrameCap && l.frameCost(l.maxFrame+pageSize)+meta <= l.maxChunk {
 				t.Errorf("MaxBytes %d: largest frame %d is a page or more below the limit", maxBytes, l.maxFrame)
 			}
 			if l.budget <= 0 || l.budget+l.reserve != maxBytes || l.allocSize&(l.allocSize-1) != 0 {

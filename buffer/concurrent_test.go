@@ -135,11 +135,12 @@ func TestFileSizeBoundedUnderChurn(t *testing.T) {
 }
 
 // mixedSize is mostly frames up to 1 MiB, some tiny (inline in bbolt's
-// leaf pages) and one in twenty at MaxFrameBytes (the whole budget).
+// leaf pages) and one in twenty at MaxFrameBytes (the whole budget; in big
+// stores at 16 MiB, the agent's largest chunk).
 func mixedSize(r *rand.Rand, max int) int {
 	switch r.Intn(20) {
 	case 0:
-		return max
+		return min(max, 16<<20) // the agent's largest chunk
 	case 1, 2, 3, 4:
 		return 1 + r.Intn(2000)
 	default:

@@ -44,11 +44,11 @@ func (p Policy) String() string {
 }
 
 const (
-	// MinMaxBytes is the smallest accepted Options.MaxBytes. Below it the
-	// fixed reserve (bbolt meta pages, bucket roots, one growth step and the
-	// fragmentation slack, see Store.Stats BudgetBytes) would leave too little
-	// room for chunks: at 1 MiB the budget is about 740 KiB and the largest
-	// frame about 180 KiB.
+	// MinMaxBytes is the smallest accepted Options.MaxBytes. The reserve
+	// bbolt needs beyond the records (meta pages, bucket roots, one growth
+	// step and at least 512 KiB of fragmentation slack; see the package
+	// documentation) is about 700 KiB at this size, so the budget is 82.7%
+	// of MaxBytes; at 1 MiB it would be a third.
 	MinMaxBytes = 4 << 20
 
 	// DefaultLockTimeout is used when Options.LockTimeout is 0.
@@ -111,4 +111,18 @@ func (o *Options) validate() error {
 		return fmt.Errorf("LockTimeout %v is negative: %w", o.LockTimeout, ErrInvalid)
 	}
 	return nil
+}
+
+// MaxFrameBytes is the largest frame a Store opened with these options
+// accepts, so a configuration can be checked before the store is opened
+// (see Store.MaxFrameBytes). It is 0 for invalid options.
+func (o Options) MaxFrameBytes() int {
+	if o.validate() != nil {
+		return 0
+	}
+	l, err := newLayout(o.MaxBytes, pageSize, o.SyncFreelist)
+	if err != nil {
+		return 0
+	}
+	return l.maxFrame
 }
