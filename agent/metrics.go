@@ -4,6 +4,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgemirror/edgemirror/internal/promutil"
 )
 
 const namespace = "edgemirror"
@@ -29,7 +31,7 @@ type metrics struct {
 	sendDuration   prometheus.Histogram
 	lossesReported prometheus.Counter
 
-	collectors []prometheus.Collector
+	collectors promutil.Set
 }
 
 func newMetrics() *metrics {
@@ -72,31 +74,14 @@ func newMetrics() *metrics {
 		lossesReported: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
 			Name: "loss_ranges_reported_total", Help: "Loss ranges delivered to the aggregator."}),
 	}
-	m.collectors = []prometheus.Collector{m.recordsRead, m.skipped, m.lost, m.fetchErrors, m.partitions,
+	m.collectors = promutil.Set{m.recordsRead, m.skipped, m.lost, m.fetchErrors, m.partitions,
 		m.highWatermark, m.lag, m.chunksBuilt, m.rawBytes, m.frameBytes, m.chunksSent, m.recordsAcked,
 		m.sendErrors, m.inflight, m.wireBytes, m.linkUp, m.sendDuration, m.lossesReported}
 	return m
 }
 
-func (m *metrics) register(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	for _, c := range m.collectors {
-		if err := reg.Register(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (m *metrics) register(reg prometheus.Registerer) error { return m.collectors.Register(reg) }
 
-func (m *metrics) unregister(reg prometheus.Registerer) {
-	if reg == nil {
-		return
-	}
-	for _, c := range m.collectors {
-		reg.Unregister(c)
-	}
-}
+func (m *metrics) unregister(reg prometheus.Registerer) { m.collectors.Unregister(reg) }
 
 func itoa(p int32) string { return strconv.FormatInt(int64(p), 10) }

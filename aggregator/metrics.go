@@ -1,6 +1,10 @@
 package aggregator
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgemirror/edgemirror/internal/promutil"
+)
 
 const namespace = "edgemirror"
 
@@ -17,7 +21,7 @@ type metrics struct {
 	receivedBytes   prometheus.Counter
 	edges           prometheus.Gauge
 
-	collectors []prometheus.Collector
+	collectors promutil.Set
 }
 
 func newMetrics() *metrics {
@@ -45,28 +49,11 @@ func newMetrics() *metrics {
 		edges: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "aggregator",
 			Name: "edges", Help: "Edges seen since start."}),
 	}
-	m.collectors = []prometheus.Collector{m.chunks, m.written, m.duplicates, m.produceErrors, m.produceDuration,
+	m.collectors = promutil.Set{m.chunks, m.written, m.duplicates, m.produceErrors, m.produceDuration,
 		m.applyDuration, m.derivations, m.lost, m.receivedBytes, m.edges}
 	return m
 }
 
-func (m *metrics) register(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	for _, c := range m.collectors {
-		if err := reg.Register(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (m *metrics) register(reg prometheus.Registerer) error { return m.collectors.Register(reg) }
 
-func (m *metrics) unregister(reg prometheus.Registerer) {
-	if reg == nil {
-		return
-	}
-	for _, c := range m.collectors {
-		reg.Unregister(c)
-	}
-}
+func (m *metrics) unregister(reg prometheus.Registerer) { m.collectors.Unregister(reg) }

@@ -262,20 +262,31 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 			cfg.BatchBytes, cfg.Linger, cfg.Bandwidth, cfg.Compression, cfg.CompressionLevel, cfg.Inflight)
 		return nil
 	}
-	log := co.logger(stderr)
+	return co.serve(ctx, stderr, func(log *slog.Logger, reg prometheus.Registerer) (runner, error) {
+		cfg.Logger, cfg.Registerer = log, reg
+		return agent.New(cfg)
+	})
+}
+
+// runner is a command's long-running part.
+type runner interface{ Run(context.Context) error }
+
+// serve sets up logging, the memory limit and the metrics listener, builds
+// the runner and runs it until ctx ends.
+func (c *common) serve(ctx context.Context, stderr io.Writer, build func(*slog.Logger, prometheus.Registerer) (runner, error)) error {
+	log := c.logger(stderr)
 	reg := newRegistry()
-	cfg.Logger, cfg.Registerer = log, reg
-	co.applyMemoryLimit(log)
-	a, err := agent.New(cfg)
+	c.applyMemoryLimit(log)
+	r, err := build(log, reg)
 	if err != nil {
 		return err
 	}
-	stopMetrics, err := serveMetrics(ctx, co.metricsAddr, co.pprof, reg, log)
+	stopMetrics, err := serveMetrics(ctx, c.metricsAddr, c.pprof, reg, log)
 	if err != nil {
 		return err
 	}
 	defer stopMetrics()
-	return a.Run(ctx)
+	return r.Run(ctx)
 }
 
 func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -328,20 +339,10 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 			cfg.Listen, strings.Join(cfg.Brokers, ","), cfg.StateDir, cfg.TopicTemplate, fmtBytes(cfg.MaxChunkBytes))
 		return nil
 	}
-	log := co.logger(stderr)
-	reg := newRegistry()
-	cfg.Logger, cfg.Registerer = log, reg
-	co.applyMemoryLimit(log)
-	a, err := aggregator.New(cfg)
-	if err != nil {
-		return err
-	}
-	stopMetrics, err := serveMetrics(ctx, co.metricsAddr, co.pprof, reg, log)
-	if err != nil {
-		return err
-	}
-	defer stopMetrics()
-	return a.Run(ctx)
+	return co.serve(ctx, stderr, func(log *slog.Logger, reg prometheus.Registerer) (runner, error) {
+		cfg.Logger, cfg.Registerer = log, reg
+		return aggregator.New(cfg)
+	})
 }
 
 func fmtBytes(n int64) string { return (*bytesValue)(&n).String() }
