@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
 // Defaults. Each is the value a flag takes when the operator does not set it.
@@ -146,28 +148,19 @@ func validateTemplate(t string) error {
 	if !strings.Contains(t, "{topic}") {
 		return fmt.Errorf("must contain {topic}, got %q", t)
 	}
-	for _, r := range rest {
-		if !validTopicRune(r) {
-			return fmt.Errorf("character %q is not allowed in a Kafka topic name", r)
-		}
+	// The fixed parts must be legal in a Kafka topic name.
+	if err := wire.ValidTopicName(strings.NewReplacer("{edge}", "e", "{topic}", "t").Replace(t)); err != nil {
+		return fmt.Errorf("has characters not allowed in a Kafka topic name: %w", err)
 	}
 	return nil
 }
 
-func validTopicRune(r rune) bool {
-	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-'
-}
-
-// destTopic applies the template.
+// destTopic applies the template and checks the result is a legal Kafka
+// topic name.
 func destTopic(template, edge, topic string) (string, error) {
 	name := strings.NewReplacer("{edge}", edge, "{topic}", topic).Replace(template)
-	if len(name) > 249 {
-		return "", fmt.Errorf("hub topic name %q is longer than 249 characters", name)
-	}
-	for _, r := range name {
-		if !validTopicRune(r) {
-			return "", fmt.Errorf("hub topic name %q has the invalid character %q", name, r)
-		}
+	if err := wire.ValidTopicName(name); err != nil {
+		return "", fmt.Errorf("hub topic for %s of edge %s: %w", topic, edge, err)
 	}
 	return name, nil
 }

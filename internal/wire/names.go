@@ -7,19 +7,7 @@ import "fmt"
 // end up in hub topic names, file names and metric labels, so the alphabet
 // is deliberately small. The error wraps ErrInvalidEdgeID.
 func ValidEdgeID(s string) error {
-	if s == "" {
-		return fmt.Errorf("check edge id: empty: %w", ErrInvalidEdgeID)
-	}
-	if len(s) > MaxEdgeIDLen {
-		return fmt.Errorf("check edge id %.16q...: %d characters, at most %d allowed: %w", s, len(s), MaxEdgeIDLen, ErrInvalidEdgeID)
-	}
-	if s == "." || s == ".." {
-		return fmt.Errorf("check edge id %q: %w", s, ErrInvalidEdgeID)
-	}
-	if i := firstBadNameByte(s); i >= 0 {
-		return fmt.Errorf("check edge id %q: character %q at %d is not in [A-Za-z0-9._-]: %w", s, s[i], i, ErrInvalidEdgeID)
-	}
-	return nil
+	return validName("edge id", s, MaxEdgeIDLen, ErrInvalidEdgeID)
 }
 
 // ValidTopicName reports whether s is a legal Kafka topic name: 1 to
@@ -28,17 +16,24 @@ func ValidEdgeID(s string) error {
 // it so that a hostile sender cannot smuggle other bytes into names the
 // receiver builds from topic names. The error wraps ErrInvalidTopic.
 func ValidTopicName(s string) error {
+	return validName("topic name", s, MaxTopicNameLen, ErrInvalidTopic)
+}
+
+// validName checks the shared name rule: 1 to max characters of
+// [A-Za-z0-9._-], and not "." or "..". The error names what was checked and
+// wraps sentinel.
+func validName(what, s string, max int, sentinel error) error {
 	if s == "" {
-		return fmt.Errorf("check topic name: empty: %w", ErrInvalidTopic)
+		return fmt.Errorf("check %s: empty: %w", what, sentinel)
 	}
-	if len(s) > MaxTopicNameLen {
-		return fmt.Errorf("check topic name %.16q...: %d characters, at most %d allowed: %w", s, len(s), MaxTopicNameLen, ErrInvalidTopic)
+	if len(s) > max {
+		return fmt.Errorf("check %s %.16q...: %d characters, at most %d allowed: %w", what, s, len(s), max, sentinel)
 	}
 	if s == "." || s == ".." {
-		return fmt.Errorf("check topic name %q: %w", s, ErrInvalidTopic)
+		return fmt.Errorf("check %s %q: %w", what, s, sentinel)
 	}
 	if i := firstBadNameByte(s); i >= 0 {
-		return fmt.Errorf("check topic name %q: character %q at %d is not in [A-Za-z0-9._-]: %w", s, s[i], i, ErrInvalidTopic)
+		return fmt.Errorf("check %s %q: character %q at %d is not in [A-Za-z0-9._-]: %w", what, s, s[i], i, sentinel)
 	}
 	return nil
 }
