@@ -234,7 +234,7 @@ start_broker() {
 
 	local deadline=$(($(date +%s) + ${KAFKA_START_TIMEOUT:-90}))
 	while :; do
-		if ! pid_alive "$dir/kafka.pid" "$(marker "$dir")"; then
+		if ! started_alive "$pid"; then
 			tail -n 40 "$dir/logs/kafka.out" >&2
 			rm -f "$dir/kafka.pid"
 			die "Kafka $(basename "$dir") exited during start-up (log: $dir/logs/kafka.out)"

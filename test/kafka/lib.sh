@@ -258,6 +258,13 @@ pid_alive() {
 	tr '\0' ' ' </proc/"$pid"/cmdline | grep -qF -- "$marker"
 }
 
+# started_alive PID : the process we just started in the background has not
+# exited. Used while waiting for start-up instead of pid_alive: until the
+# shell's fork has exec'd setsid, nohup and java, its command line is still
+# the script's, without the marker, and pid_alive would report a JVM that is
+# starting fine as dead (and leave it running, unrecorded).
+started_alive() { ! proc_gone "$1"; }
+
 # proc_gone PID : the process has exited and released its files (its /proc
 # entry is gone, or it is a zombie). /proc/PID/cmdline empties earlier, while
 # the kernel may still be closing the JVM's sockets.

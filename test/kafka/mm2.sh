@@ -61,10 +61,11 @@ cmd_up() {
 	setsid nohup java "${heap[@]}" "${common[@]}" "${extra[@]}" "$logflag" "-Dkafka.logs.dir=$dir/logs" \
 		"$(marker "$dir")" -cp "$cp" org.apache.kafka.connect.mirror.MirrorMaker "$props" "$@" \
 		</dev/null >"$dir/logs/mm2.out" 2>&1 9>&- 8>&- 7>&- &
-	printf '%s\n' "$!" >"$dir/mm2.pid"
+	local pid=$!
+	printf '%s\n' "$pid" >"$dir/mm2.pid"
 	local deadline=$(($(date +%s) + ${MM2_START_TIMEOUT:-90}))
 	while ! grep -q 'Kafka MirrorMaker started' "$dir/logs/mm2.out"; do
-		if ! pid_alive "$dir/mm2.pid" "$(marker "$dir")"; then
+		if ! started_alive "$pid"; then
 			tail -n 40 "$dir/logs/mm2.out" >&2
 			rm -f "$dir/mm2.pid"
 			die "MirrorMaker $name exited during start-up (log: $dir/logs/mm2.out)"
