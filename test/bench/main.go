@@ -121,11 +121,20 @@ func run(ctx context.Context) error {
 		records    = flag.Int64("records", 0, "records per throughput run (0: the matrix's own counts)")
 		readme     = flag.Bool("readme", false, "write the ratio table into README.md's performance section (always after a complete full matrix)")
 		keep       = flag.Bool("keep", false, "keep the work directory (logs, buffers) after the run")
+		merge      = flag.Bool("merge", false, "add to the existing results/<matrix>.json: rows run now replace the same rows there (rerun a failed row with --only)")
+		pprofDir   = flag.String("pprof", "", "start agent and aggregator with --pprof and write CPU (first 30 s of each throughput run) and heap profiles here, one directory per row")
 	)
+	agentFlags := flag.String("agent-flags", "", "extra agent flags for every edgemirror run, space-separated (experiments; the matrix uses the defaults)")
+	latencyFor := flag.Duration("latency-for", 0, "length of each latency run (0: the matrix's own, 15 s quick, 30 s full)")
+	flag.DurationVar(&outageCut, "outage-cut", outageCut, "how long the outage run keeps the link down (the issue asks for 60 s)")
 	flag.Parse()
 	m, err := buildMatrix(*matrixName, *records)
 	if err != nil {
 		return err
+	}
+	outageSystems := []string{sysEdgemirror, sysMM2}
+	if *latencyFor > 0 {
+		m.latencyFor = *latencyFor
 	}
 	if *only != "" {
 		re, err := regexp.Compile(*only)
@@ -139,7 +148,12 @@ func run(ctx context.Context) error {
 			}
 		}
 		m.rows = rows
-		m.outage = m.outage && (re.MatchString("edgemirror/sensor/none/outage") || re.MatchString("mirrormaker2/sensor/none/outage"))
+		outageSystems = nil
+		for _, s := range []string{sysEdgemirror, sysMM2} {
+			if re.MatchString(s + "/sensor/none/outage") {
+				outageSystems = append(outageSystems, s)
+			}
+		}
 	}
 	binPath, err := filepath.Abs(*bin)
 	if err != nil {
@@ -163,9 +177,19 @@ func run(ctx context.Context) error {
 
 	rep := newReport(m.name, *out)
 	rep.info = machineInfo()
+	if *merge {
+		if err := rep.load(); err != nil {
+			return fmt.Errorf("--merge: %w", err)
+		}
+	}
 	rep.info.KafkaVersion = realkafka.Version()
 	rep.info.MM2Version = mm2Version()
-	rep.info.MM2Props = fmt.Sprintf(mm2Props, "<WAN proxy in front of the edge broker's second listener>", "<hub broker>", "<the row's topic>, <the row's latency topic>")
+	fmin, fpart, fmax := mm2Fetch(wan.WAN)
+	rep.info.MM2Props = fmt.Sprintf(mm2Props, "<WAN proxy in front of the edge broker's second listener>", "<hub broker>",
+		"<the row's topic>, <the row's latency topic>", fmin, fpart, fmax)
+	cmin, cpart, cmax := mm2Fetch(wan.Cell)
+	rep.info.MM2Props += fmt.Sprintf("# on the cell link: fetch.min.bytes = %d, max.partition.fetch.bytes = %d, fetch.max.bytes = %d\n",
+		cmin, cpart, cmax)
 
 	t0 := time.Now()
 	e, cleanup, err := setup(ctx, binPath, workDir, logf)
@@ -173,6 +197,12 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if *pprofDir != "" {
+		if e.profileDir, err = filepath.Abs(*pprofDir); err != nil {
+			return err
+		}
+	}
+	e.agentFlags = strings.Fields(*agentFlags)
 	logf("clusters ready in %s: edge %s (WAN listener %s advertised as %s), hub %s", time.Since(t0).Round(100*time.Millisecond),
 		e.edgeAddr, e.edgeWAN, e.mm2Proxy, e.hubAddr)
 
@@ -193,7 +223,7 @@ func run(ctx context.Context) error {
 		}
 	}
 	if m.outage {
-		for _, s := range []string{sysEdgemirror, sysMM2} {
+		for _, s := range outageSystems {
 			if ctx.Err() != nil {
 				break
 			}
@@ -209,8 +239,26 @@ func run(ctx context.Context) error {
 			}
 		}
 	}
-	rep.info.Seconds = time.Since(t0).Seconds()
-	complete := len(failures) == 0 && ctx.Err() == nil && *only == "" && *records == 0
+	if !*merge {
+		rep.info.Seconds = time.Since(t0).Seconds()
+	}
+	complete := len(failures) == 0 && ctx.Err() == nil && *only == "" && *records == 0 && *latencyFor == 0 &&
+		outageCut == 60*time.Second && *agentFlags == "" && *pprofDir == ""
+	if *merge {
+		// complete when every row of the matrix is there, from whichever run
+		all, _ := buildMatrix(m.name, 0)
+		want := map[string]bool{}
+		for _, r := range all.rows {
+			want[r.name()] = true
+		}
+		if all.outage {
+			want[sysEdgemirror+"/sensor/none/outage"], want[sysMM2+"/sensor/none/outage"] = true, true
+		}
+		for _, ex := range rep.extras {
+			delete(want, ex.Row)
+		}
+		complete = len(want) == 0 && len(failures) == 0
+	}
 	rep.info.Complete = complete
 	if err := rep.write(*readme || (complete && m.name == "full")); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -159,4 +160,67 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// rssSampler polls RssAnon and RssFile of processes and keeps the largest
+// values seen: VmHWM says how high the resident set went, these say whether
+// it was heap (anonymous) or mapped files (bbolt's mmap, the JVM's jars).
+type rssSampler struct {
+	once sync.Once
+	stop chan struct{}
+	done chan struct{}
+	anon map[string]int64
+	file map[string]int64
+}
+
+func sampleRSS(pids map[string]int) *rssSampler {
+	s := &rssSampler{stop: make(chan struct{}), done: make(chan struct{}), anon: map[string]int64{}, file: map[string]int64{}}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			for name, pid := range pids {
+				a, f := rssParts(pid)
+				s.anon[name] = max(s.anon[name], a)
+				s.file[name] = max(s.file[name], f)
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// finish stops the sampler and returns the peaks.
+func (s *rssSampler) finish() (anon, file map[string]int64) {
+	s.once.Do(func() { close(s.stop) })
+	<-s.done
+	return s.anon, s.file
+}
+
+func rssParts(pid int) (anon, file int64) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, k := range []string{"RssAnon:", "RssFile:"} {
+			if rest, ok := strings.CutPrefix(line, k); ok {
+				f := strings.Fields(rest)
+				if len(f) > 0 {
+					kb, _ := strconv.ParseInt(f[0], 10, 64)
+					if k == "RssAnon:" {
+						anon = kb << 10
+					} else {
+						file = kb << 10
+					}
+				}
+			}
+		}
+	}
+	return anon, file
 }

@@ -33,6 +33,8 @@ type info struct {
 	MM2Version   string  `json:"mirrormaker2_version"`
 	Edgemirror   string  `json:"edgemirror_version"`
 	MM2Props     string  `json:"mirrormaker2_properties"`
+	// Rerun lists rows measured again later (--merge) and when.
+	Rerun []string `json:"rerun,omitempty"`
 }
 
 func machineInfo() info {
@@ -85,6 +87,7 @@ func loadAverage() string {
 // .md and .png.
 type report struct {
 	name, dir string
+	merging   bool // rows added now are noted as measured again
 	info      info
 	results   []result
 	extras    []extra
@@ -94,9 +97,50 @@ func newReport(name, dir string) *report {
 	return &report{name: name, dir: dir, info: info{Matrix: name}}
 }
 
+// add appends a row, or replaces the row of the same system, workload,
+// compression and link (a rerun merged into earlier results).
 func (r *report) add(res result, ex extra) {
+	for i, o := range r.results {
+		if o.System == res.System && o.Workload == res.Workload && o.EdgeCompression == res.EdgeCompression && o.Link == res.Link {
+			r.results[i], r.extras[i] = res, ex
+			r.info.Rerun = append(r.info.Rerun, ex.Row+" at "+time.Now().UTC().Format(time.RFC3339))
+			return
+		}
+	}
+	if r.merging {
+		r.info.Rerun = append(r.info.Rerun, ex.Row+" at "+time.Now().UTC().Format(time.RFC3339))
+	}
 	r.results = append(r.results, res)
 	r.extras = append(r.extras, ex)
+}
+
+// load reads the rows and run information of an earlier run of the same
+// name, so that rows run again replace their earlier measurement.
+func (r *report) load() error {
+	b, err := os.ReadFile(filepath.Join(r.dir, r.name+".json"))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &r.results); err != nil {
+		return err
+	}
+	var prev struct {
+		Info info    `json:"info"`
+		Rows []extra `json:"rows"`
+	}
+	b, err = os.ReadFile(filepath.Join(r.dir, r.name+".extra.json"))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &prev); err != nil {
+		return err
+	}
+	if len(prev.Rows) != len(r.results) {
+		return fmt.Errorf("%s.json and %s.extra.json disagree", r.name, r.name)
+	}
+	r.extras, r.info = prev.Rows, prev.Info
+	r.merging = true
+	return nil
 }
 
 func (r *report) write(readme bool) error {
@@ -248,6 +292,9 @@ func (r *report) markdown() string {
 	if !in.Complete {
 		status = "partial (rows are written as they finish)"
 	}
+	if len(in.Rerun) > 0 {
+		status += "; rows measured again later: " + strings.Join(in.Rerun, ", ")
+	}
 	fmt.Fprintf(&b, "Run %s, %s, %.0f s. Written by `go run ./test/bench --matrix %s`; numbers as measured, on a shared machine.\n\n",
 		in.Started, status, in.Seconds, r.name)
 	fmt.Fprintf(&b, "- Machine: %s\n", r.machineLine())
@@ -295,7 +342,7 @@ func (r *report) markdown() string {
 			plain = fmt.Sprintf("%.2f", ex.PlainZstdRatio)
 		}
 		if ex.CapBandwidthBps > 0 {
-			capped = fmt.Sprintf("%.0f (%.0f)", ex.CapBusiestBps, ex.CapBandwidthBps)
+			capped = fmt.Sprintf("%.0f (%.0f), proxy late %.0f ms", ex.CapBusiestBps, ex.CapBandwidthBps, ex.CapProxyLateMS)
 		}
 		if ex.IdealSeconds > 0 {
 			outage = fmt.Sprintf("%d, %.1f, %.1f", ex.BacklogWireBytes, ex.DrainSeconds, ex.IdealSeconds)

@@ -3,7 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgemirror/edgemirror/test/wan"
@@ -45,11 +50,15 @@ type extra struct {
 	CapBusiestBps    float64 `json:"cap_busiest_bps"`    // capped run: busiest 2 s of agent→aggregator bytes, bytes/s
 	CapBandwidthBps  float64 `json:"cap_bandwidth_bps"`  // capped run: --bandwidth in bytes/s
 	CapRecordsPerS   float64 `json:"cap_records_per_s"`  // capped run throughput
+	CapProxyLateMS   float64 `json:"cap_proxy_late_ms"`  // capped run: the proxy's lateness (a late proxy delivers a burst afterwards)
 	BacklogWireBytes int64   `json:"backlog_wire_bytes"` // outage: bytes that crossed the link after restore
 	DrainSeconds     float64 `json:"drain_seconds"`      // outage: restore until the hub had every record
 	IdealSeconds     float64 `json:"ideal_seconds"`      // outage: backlog wire bytes / link rate
 	ProxyLateMS      float64 `json:"proxy_late_ms"`      // emulation fidelity: most bytes were delivered late
 	LoadAverage      string  `json:"load_average"`       // /proc/loadavg at the end of the row
+	// largest RssAnon / RssFile seen per process (polled every 100 ms)
+	RSSAnonMax map[string]int64 `json:"rss_anon_max"`
+	RSSFileMax map[string]int64 `json:"rss_file_max"`
 }
 
 func f64(v float64) *float64 { return &v }
@@ -67,7 +76,7 @@ func startSystem(ctx context.Context, e *env, system, name string, topics []stri
 	if system == sysMM2 {
 		return startMM2(ctx, e, name, topics, l)
 	}
-	return startEdgemirror(ctx, e, name, topics, l, agentFlags...)
+	return startEdgemirror(ctx, e, name, topics, l, append(append([]string(nil), e.agentFlags...), agentFlags...)...)
 }
 
 // warmUp sends one record per partition to each topic and waits until the
@@ -150,6 +159,8 @@ func runRow(ctx context.Context, e *env, m matrix, r rowSpec) (result, extra, er
 	// Throughput: N records produced at the edge as fast as it takes them,
 	// timed from the first produce to the last record in the hub.
 	pids := s.pids()
+	rs := sampleRSS(pids)
+	defer rs.finish()
 	cpu0, err := cpuOf(pids)
 	if err != nil {
 		return res, ex, err
@@ -159,10 +170,12 @@ func runRow(ctx context.Context, e *env, m matrix, r rowSpec) (result, extra, er
 	if em, ok := s.(*edgemirrorSys); ok {
 		m0 = em.metrics(ctx)
 	}
+	profiled := startProfiles(ctx, e, s, base)
 	start := time.Now()
 	perr := make(chan error, 1)
 	go func() { perr <- prod.produce(ctx, tp, 3, r.records) }()
 	_, done, err := hub.waitCount(ctx, s.hubTopic(tp), r.records+3, expected(r.records, wl, l), s.alive)
+	profiled()
 	if err != nil {
 		return res, ex, err
 	}
@@ -205,6 +218,7 @@ func runRow(ctx context.Context, e *env, m matrix, r rowSpec) (result, extra, er
 		}
 	}
 	ex.ProxyLateMS = float64(s.proxy().Stats().Late.Microseconds()) / 1000
+	ex.RSSAnonMax, ex.RSSFileMax = rs.finish()
 	s.stop(ctx)
 
 	vctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
@@ -299,6 +313,7 @@ func capRun(ctx context.Context, e *env, r rowSpec, wl workload, res *result, ex
 	ex.CapBusiestBps = s.proxy().BusiestWindow(2 * time.Second)
 	ex.CapBandwidthBps = capBps
 	ex.CapRecordsPerS = float64(r.records) / done.Sub(start).Seconds()
+	ex.CapProxyLateMS = float64(s.proxy().Stats().Late.Microseconds()) / 1000
 	res.CapAdherence = f64(ex.CapBusiestBps / capBps)
 	e.logf("%s: with --bandwidth 8Mbit/s busiest 2 s = %.0f B/s = %.3f of the cap (%.0f rec/s)", r.name(),
 		ex.CapBusiestBps, *res.CapAdherence, ex.CapRecordsPerS)
@@ -311,10 +326,13 @@ func capRun(ctx context.Context, e *env, r rowSpec, wl workload, res *result, ex
 // the link is restored. Drain time is from the restore until the hub has
 // every record; the ideal is the bytes that crossed the link after the
 // restore divided by the link's rate.
-const (
-	outageRate = 3000
-	outagePre  = 20 * time.Second
-	outageCut  = 60 * time.Second
+const outageRate = 3000
+
+// outagePre and outageCut are variables only so that a short trial run can
+// change them (--outage-cut); the matrix uses 20 s and 60 s.
+var (
+	outagePre = 20 * time.Second
+	outageCut = 60 * time.Second
 )
 
 func runOutage(ctx context.Context, e *env, system string) (result, extra, error) {
@@ -439,4 +457,45 @@ func fmtRSS(m map[string]int64) string {
 		parts = append(parts, fmt.Sprintf("%s %.0f MiB", k, float64(v)/(1<<20)))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// startProfiles asks agent and aggregator (started with --pprof) for a CPU
+// profile of the next 30 s; the returned function takes heap profiles and
+// waits for the CPU profiles. Both do nothing without --pprof.
+func startProfiles(ctx context.Context, e *env, s system, row string) func() {
+	em, ok := s.(*edgemirrorSys)
+	if e.profileDir == "" || !ok {
+		return func() {}
+	}
+	dir := filepath.Join(e.profileDir, row)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		e.logf("profiles: %v", err)
+		return func() {}
+	}
+	get := func(addr, path, file string) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+		if err != nil {
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			e.logf("profile %s: %v", file, err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(dir, file))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { get(em.metricsAddr, "/debug/pprof/profile?seconds=30", "agent-cpu.pprof") })
+	wg.Go(func() { get(em.aggMetricsAddr, "/debug/pprof/profile?seconds=30", "aggregator-cpu.pprof") })
+	return func() {
+		get(em.metricsAddr, "/debug/pprof/heap", "agent-heap.pprof")
+		get(em.aggMetricsAddr, "/debug/pprof/heap", "aggregator-heap.pprof")
+		wg.Wait()
+	}
 }

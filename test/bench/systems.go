@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/edgemirror/edgemirror/test/internal/harness"
@@ -49,7 +50,12 @@ type env struct {
 	edgeAddr, edgeWAN, mm2Proxy string
 	hubAddr                     string
 	mm2Version                  string
-	logf                        func(format string, args ...any)
+	// profileDir, when set, turns on agent and aggregator --pprof and gets
+	// profiles of each throughput run into profileDir/<row>.
+	profileDir string
+	// agentFlags are added to every agent (--agent-flags, for experiments).
+	agentFlags []string
+	logf       func(format string, args ...any)
 }
 
 // runProxy starts a WAN proxy in front of target; listen "" picks a port.
@@ -65,9 +71,10 @@ func runProxy(listen, target string, l wan.Link) (*wan.Proxy, error) {
 // ---- edgemirror ----
 
 type edgemirrorSys struct {
-	agg, agent  *proc
-	px          *wan.Proxy
-	metricsAddr string
+	agg, agent     *proc
+	px             *wan.Proxy
+	metricsAddr    string // the agent's
+	aggMetricsAddr string
 }
 
 // startEdgemirror starts an aggregator next to the hub, a WAN proxy in
@@ -88,12 +95,17 @@ func startEdgemirror(ctx context.Context, e *env, name string, topics []string, 
 	}
 	aggAddr := "127.0.0.1:" + strconv.Itoa(ports[0])
 	s := &edgemirrorSys{metricsAddr: "127.0.0.1:" + strconv.Itoa(ports[2])}
+	bin, prof := e.bin, []string(nil)
+	if e.profileDir != "" {
+		prof = []string{"--pprof"}
+	}
+	s.aggMetricsAddr = "127.0.0.1:" + strconv.Itoa(ports[1])
 	var err error
-	s.agg, err = startProc(dir, "aggregator", e.bin, nil, "aggregator",
+	s.agg, err = startProc(dir, "aggregator", bin, nil, append([]string{"aggregator",
 		"--listen", aggAddr,
-		"--metrics-addr", "127.0.0.1:"+strconv.Itoa(ports[1]),
+		"--metrics-addr", "127.0.0.1:" + strconv.Itoa(ports[1]),
 		"--brokers", e.hubAddr,
-		"--state-dir", filepath.Join(dir, "aggregator-state"))
+		"--state-dir", filepath.Join(dir, "aggregator-state")}, prof...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +126,7 @@ func startEdgemirror(ctx context.Context, e *env, name string, topics []string, 
 		"--buffer-dir", filepath.Join(dir, "buffer"),
 		"--metrics-addr", s.metricsAddr,
 	}
-	s.agent, err = startProc(dir, "agent", e.bin, nil, append(args, agentFlags...)...)
+	s.agent, err = startProc(dir, "agent", bin, nil, append(append(args, agentFlags...), prof...)...)
 	if err != nil {
 		s.stop(ctx)
 		return nil, err
@@ -191,16 +203,17 @@ func waitHTTP(ctx context.Context, url string, timeout time.Duration, p *proc) e
 // producing to the hub next to it, tuned as the MirrorMaker documentation
 // and a careful operator would for a slow, distant source: one task per
 // partition, large fetches that wait to fill (fewer round trips over the
-// WAN), zstd and large batches on the hub producer. %s are the edge
-// bootstrap (the WAN proxy), the hub bootstrap and the topic list.
+// WAN), zstd and large batches on the hub producer. The arguments are the
+// edge bootstrap (the WAN proxy), the hub bootstrap, the topic list and the
+// fetch sizes of mm2Fetch.
 const mm2Props = `# MirrorMaker 2 (dedicated mode) as run by test/bench: in the data centre,
 # consuming the edge cluster across the emulated WAN, producing to the hub locally.
 clusters = edge, hub
-edge.bootstrap.servers = %s
-hub.bootstrap.servers = %s
+edge.bootstrap.servers = %[1]s
+hub.bootstrap.servers = %[2]s
 
 edge->hub.enabled = true
-edge->hub.topics = %s
+edge->hub.topics = %[3]s
 hub->edge.enabled = false
 hub->edge.emit.heartbeats.enabled = false
 offset-syncs.topic.location = target
@@ -220,11 +233,15 @@ config.storage.replication.factor = 1
 # one task per source partition (3 partitions per topic, 2 topics)
 tasks.max = 6
 
-# replicating consumer, across the WAN: few large fetches
-edge.consumer.fetch.min.bytes = 262144
+# replicating consumer, across the WAN: few large fetches, each sized so
+# that one fetch of every task crosses the link in about 10 s, well inside
+# request.timeout.ms (30 s): on lan and wan 4 MiB per partition, on cell
+# 256 KiB (with 4 MiB, three tasks' fetches need 96 s on 1 Mbit/s, time out,
+# and MirrorMaker retries the same fetch forever)
+edge.consumer.fetch.min.bytes = %[4]d
 edge.consumer.fetch.max.wait.ms = 1000
-edge.consumer.max.partition.fetch.bytes = 4194304
-edge.consumer.fetch.max.bytes = 16777216
+edge.consumer.max.partition.fetch.bytes = %[5]d
+edge.consumer.fetch.max.bytes = %[6]d
 edge.consumer.max.poll.records = 5000
 edge.consumer.receive.buffer.bytes = 1048576
 edge.consumer.isolation.level = read_committed
@@ -240,6 +257,48 @@ hub.producer.max.request.size = 4194304
 
 offset.flush.interval.ms = 5000
 `
+
+// mm2Fetch sizes the replicating consumer's fetches for link l: 4 MiB per
+// partition (16 MiB per fetch) where the link is fast enough, else what one
+// task's share of the link carries in about 10 s, so that a fetch of every task
+// (one partition each) completes well inside request.timeout.ms.
+func mm2Fetch(l wan.Link) (minBytes, partBytes, maxBytes int) {
+	partBytes, maxBytes = 4<<20, 16<<20
+	if l.Rate > 0 {
+		share := int(float64(l.Rate) * 12 / 3)
+		for partBytes > 64<<10 && partBytes > share {
+			partBytes /= 2
+		}
+		maxBytes = max(partBytes, min(maxBytes, 4*partBytes))
+	}
+	return min(256<<10, partBytes), partBytes, maxBytes
+}
+
+// findMM2 returns the pid of the MirrorMaker JVM mm2.sh started as name
+// (its command line carries -Dedgemirror.mm2.dir=.../mm2/name), or 0.
+func findMM2(name string) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	suffix := "/mm2/" + name
+	for _, d := range ents {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		for _, arg := range strings.Split(string(b), "\x00") {
+			if v, ok := strings.CutPrefix(arg, "-Dedgemirror.mm2.dir="); ok && strings.HasSuffix(v, suffix) {
+				return pid
+			}
+		}
+	}
+	return 0
+}
 
 type mm2Sys struct {
 	mm    *realkafka.MirrorMaker
@@ -261,7 +320,8 @@ func startMM2(ctx context.Context, e *env, name string, topics []string, l wan.L
 	if err != nil {
 		return nil, fmt.Errorf("proxy on %s: %w", e.mm2Proxy, err)
 	}
-	s.props = fmt.Sprintf(mm2Props, e.mm2Proxy, e.hubAddr, strings.Join(topics, ", "))
+	fmin, fpart, fmax := mm2Fetch(l)
+	s.props = fmt.Sprintf(mm2Props, e.mm2Proxy, e.hubAddr, strings.Join(topics, ", "), fmin, fpart, fmax)
 	pf := filepath.Join(dir, "mm2.properties")
 	if err := os.WriteFile(pf, []byte(s.props), 0o644); err != nil {
 		s.stop(ctx)
@@ -273,6 +333,12 @@ func startMM2(ctx context.Context, e *env, name string, topics []string, l wan.L
 	s.mm, err = realkafka.StartMirrorMaker(sctx, mmName, pf, e.mm2Version)
 	if err != nil {
 		s.stop(ctx)
+		// a JVM that mm2.sh lost track of would join the next row's
+		// Connect group on the hub and take its work
+		if pid := findMM2(mmName); pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			e.logf("killed MirrorMaker pid %d left behind by a failed start", pid)
+		}
 		return nil, err
 	}
 	// mm2.sh keeps the JVM's pid beside the logs directory.
