@@ -11,7 +11,7 @@ import (
 // DefaultProbeInterval is how often a down link is probed. Probes are tiny
 // (one GET of /healthz), so a restored link is used within this interval
 // instead of after the workers' backoff, which grows to --max-backoff.
-const DefaultProbeInterval = time.Second
+const DefaultProbeInterval = 250 * time.Millisecond
 
 // link tracks whether the aggregator is reachable. Workers that fail with
 // a network error wait for it to come back instead of backing off on their
