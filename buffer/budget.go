@@ -16,7 +16,7 @@ import "fmt"
 //	        + AllocSize + 1 page       bbolt grows the file in AllocSize steps and refuses
 //	                                   a step that would cross MaxSize, so the last step
 //	                                   is never usable
-//	        + max(MaxBytes/64,         fragmentation: a segment needs 16 contiguous pages,
+//	        + max(MaxBytes/16,         fragmentation: a segment needs 16 contiguous pages,
 //	              8 segments)          small pages scattered between free runs can make a
 //	                                   run too short, and pages freed by a commit are
 //	                                   reusable only by a later commit
@@ -38,13 +38,14 @@ const (
 	bucketHeaderSize  = 16   // bbolt bucket header (root page id and sequence)
 	smallFactor       = 4    // worst leaf fill of small records is 1/4
 	fixedReservePages = 32
-	fragDivisor       = 64
-	fragMinSegments   = 8
-	minAllocSize      = 64 << 10
-	maxAllocSize      = 16 << 20
-	maxMetaEstimate   = 4096    // chunk metadata assumed by MaxFrameBytes
-	maxFrameCap       = 1 << 30 // MaxFrameBytes never exceeds this (lengths are stored as 31-bit values)
-	frameKeyLen       = 1       // key of a segment inside its bucket
+	fragDivisor       = 16
+
+	fragMinSegments = 8
+	minAllocSize    = 64 << 10
+	maxAllocSize    = 16 << 20
+	maxMetaEstimate = 4096    // chunk metadata assumed by MaxFrameBytes
+	maxFrameCap     = 1 << 30 // MaxFrameBytes never exceeds this (lengths are stored as 31-bit values)
+	frameKeyLen     = 1       // key of a segment inside its bucket
 )
 
 // layout is the size arithmetic of one store.

@@ -628,3 +628,35 @@ func histCount(reg *prometheus.Registry, name string) uint64 {
 	}
 	return 0
 }
+
+func TestTooLargeCountsPendingLosses(t *testing.T) {
+	opts := Options{MaxBytes: MinMaxBytes, Policy: PolicyBlock}
+	if got, want := opts.MaxFrameBytes(), (Options{MaxBytes: MinMaxBytes}).MaxFrameBytes(); got != want || got <= 0 {
+		t.Fatalf("Options.MaxFrameBytes = %d, %d", got, want)
+	}
+	if (Options{MaxBytes: 1}).MaxFrameBytes() != 0 {
+		t.Fatal("MaxFrameBytes of invalid options is not 0")
+	}
+	s := openTest(t, t.TempDir(), opts)
+	if s.MaxFrameBytes() != opts.MaxFrameBytes() {
+		t.Fatalf("Store.MaxFrameBytes %d, Options.MaxFrameBytes %d", s.MaxFrameBytes(), opts.MaxFrameBytes())
+	}
+	// Pending losses take room an empty store would otherwise have: the
+	// largest frame then fails at once instead of waiting forever.
+	var losses []Loss
+	for i := int64(0); i < 200; i++ {
+		losses = append(losses, Loss{Range: Range{Topic: "t", Partition: int32(i), First: 0, Last: 9, Records: 10}, Reason: "retention"})
+	}
+	if err := s.AdvanceOffsets(nil, losses); err != nil {
+		t.Fatal(err)
+	}
+	meta, next := chunkOf("t", 1)
+	err := s.Append(context.Background(), make([]byte, s.MaxFrameBytes()), meta, next)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Append of MaxFrameBytes with pending losses: %v, want ErrTooLarge", err)
+	}
+	ackAllLosses(t, s)
+	if err := s.Append(context.Background(), make([]byte, s.MaxFrameBytes()), meta, next); err != nil {
+		t.Fatalf("after AckLosses: %v", err)
+	}
+}
