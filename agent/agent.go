@@ -17,6 +17,9 @@ import (
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
+// LossReasonTooLarge is the loss reason of records too large for the buffer.
+const LossReasonTooLarge = "too-large-for-buffer"
+
 // shutdownFlushTimeout bounds how long Run spends writing the last partial
 // chunk to the buffer when it stops. Records not written are read again
 // after a restart, from the stored offsets.
@@ -262,7 +265,24 @@ func (a *Agent) appendChunk(ctx context.Context, rd *reader, store *buffer.Store
 		return fmt.Errorf("encode chunk %d: %w", meta.Seq, err)
 	}
 	if err := store.Append(ctx, frame, meta, next); err != nil {
-		return fmt.Errorf("buffer chunk %d: %w", meta.Seq, err)
+		if !errors.Is(err, buffer.ErrTooLarge) {
+			return fmt.Errorf("buffer chunk %d: %w", meta.Seq, err)
+		}
+		// A chunk the buffer can never hold (records larger than the whole
+		// buffer): it can never be shipped. Record it as a loss, exactly,
+		// and move on rather than stop mirroring everything else.
+		losses := make([]buffer.Loss, len(meta.Ranges))
+		for i, rg := range meta.Ranges {
+			losses[i] = buffer.Loss{Range: rg, Reason: LossReasonTooLarge, At: time.Now()}
+			a.log.Error("records too large for the buffer; they are lost", slog.String("topic", rg.Topic),
+				slog.Int("partition", int(rg.Partition)), slog.Int64("first_offset", rg.First),
+				slog.Int64("last_offset", rg.Last), slog.Int("frame_bytes", len(frame)))
+			a.m.lost.WithLabelValues(LossReasonTooLarge).Add(float64(rg.Records))
+		}
+		if err := store.AdvanceOffsets(next, losses); err != nil {
+			return fmt.Errorf("record chunk %d as lost: %w", meta.Seq, err)
+		}
+		return nil
 	}
 	a.m.chunksBuilt.Inc()
 	a.m.rawBytes.Add(float64(rawSize))

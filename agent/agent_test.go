@@ -610,8 +610,18 @@ func TestAgentRunReportsEdgeRetentionLoss(t *testing.T) {
 			return nil
 		}
 	}
-	_, stop := runAgent(t, cfg)
-	eventually(t, 20*time.Second, "10 records acknowledged", acked(10))
+	a1, stop := runAgent(t, cfg)
+	eventually(t, 20*time.Second, "10 records acknowledged", func() error {
+		if err := acked(10)(); err != nil {
+			return err
+		}
+		// The agent must have read the answers too; stopping earlier
+		// rightly leaves chunks to be sent again.
+		if n := metricValue(t, a1.m.recordsAcked); n != 10 {
+			return fmt.Errorf("agent processed %v acknowledgements", n)
+		}
+		return nil
+	})
 	stop()
 
 	// While the agent is down: 10 more records, of which the edge deletes 5.

@@ -167,6 +167,11 @@ func (c *Config) Validate() error {
 	if int64(c.BatchBytes)*2 > c.BufferMaxBytes {
 		return bad("--batch-bytes", c.BatchBytes, "must be at most half of --buffer-max-bytes (%d)", c.BufferMaxBytes)
 	}
+	// An incompressible chunk's frame is about as large as its records; it
+	// must fit the largest frame the buffer stores.
+	if max := (buffer.Options{MaxBytes: c.BufferMaxBytes}).MaxFrameBytes(); max > 0 && c.BatchBytes+c.BatchBytes/8 > max {
+		return bad("--batch-bytes", c.BatchBytes, "is too large for --buffer-max-bytes %d (largest chunk it stores: %d bytes)", c.BufferMaxBytes, max)
+	}
 	if c.Linger <= 0 {
 		return bad("--linger", c.Linger, "must be positive")
 	}

@@ -173,7 +173,8 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 		case outcomeAcked:
 			s.m.sendDuration.Observe(time.Since(start).Seconds())
 			s.markUp()
-			if err := s.store.Ack(ch.Seq); err != nil {
+			// ErrNotFound: DropBefore removed it meanwhile; nothing to do.
+			if err := s.store.Ack(ch.Seq); err != nil && !errors.Is(err, buffer.ErrNotFound) {
 				return fmt.Errorf("ack chunk %d: %w", ch.Seq, err)
 			}
 			s.m.chunksSent.Inc()
@@ -189,7 +190,7 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 					slog.Int64("first_offset", r.First), slog.Int64("last_offset", r.Last))
 				s.m.lost.WithLabelValues(wire.LossReasonRejected).Add(float64(r.Records))
 			}
-			if err := s.store.Reject(ch.Seq, wire.LossReasonRejected); err != nil {
+			if err := s.store.Reject(ch.Seq, wire.LossReasonRejected); err != nil && !errors.Is(err, buffer.ErrNotFound) {
 				return fmt.Errorf("reject chunk %d: %w", ch.Seq, err)
 			}
 			return nil
