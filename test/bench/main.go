@@ -121,6 +121,8 @@ func run(ctx context.Context) error {
 		records    = flag.Int64("records", 0, "records per throughput run (0: the matrix's own counts)")
 		readme     = flag.Bool("readme", false, "write the ratio table into README.md's performance section (always after a complete full matrix)")
 		keep       = flag.Bool("keep", false, "keep the work directory (logs, buffers) after the run")
+		outName    = flag.String("name", "", "results name (results/<name>.*); default the matrix name")
+		reportOnly = flag.Bool("report-only", false, "only write the markdown, chart (and with --readme the README) again from results/<name>.json")
 		merge      = flag.Bool("merge", false, "add to the existing results/<matrix>.json: rows run now replace the same rows there (rerun a failed row with --only)")
 		pprofDir   = flag.String("pprof", "", "start agent and aggregator with --pprof and write CPU (first 30 s of each throughput run) and heap profiles here, one directory per row")
 	)
@@ -176,7 +178,17 @@ func run(ctx context.Context) error {
 	}
 
 	rep := newReport(m.name, *out)
+	if *outName != "" {
+		rep.name = *outName
+	}
+	if *reportOnly {
+		if err := rep.load(); err != nil {
+			return err
+		}
+		return rep.write(*readme)
+	}
 	rep.info = machineInfo()
+	rep.info.Matrix = m.name
 	if *merge {
 		if err := rep.load(); err != nil {
 			return fmt.Errorf("--merge: %w", err)
