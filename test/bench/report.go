@@ -345,6 +345,9 @@ func (r *report) markdown() string {
 		}
 		if ex.IdealSeconds > 0 {
 			outage = fmt.Sprintf("%d, %.1f, %.1f", ex.BacklogWireBytes, ex.DrainSeconds, ex.IdealSeconds)
+			if ex.AggChunks > 0 {
+				outage += fmt.Sprintf(" (%.0f chunks, %.0f ms apply each)", ex.AggChunks, ex.AggMeanApplyMS)
+			}
 		}
 		rate := "–"
 		if ex.LatencyRate > 0 {

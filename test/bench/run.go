@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgemirror/edgemirror/test/internal/harness"
 	"github.com/edgemirror/edgemirror/test/wan"
 )
 
@@ -55,7 +56,11 @@ type extra struct {
 	DrainSeconds     float64 `json:"drain_seconds"`      // outage: restore until the hub had every record
 	IdealSeconds     float64 `json:"ideal_seconds"`      // outage: backlog wire bytes / link rate
 	ProxyLateMS      float64 `json:"proxy_late_ms"`      // emulation fidelity: most bytes were delivered late
-	LoadAverage      string  `json:"load_average"`       // /proc/loadavg at the end of the row
+	// edgemirror: chunks the aggregator applied and their mean apply time
+	// over the whole row (edgemirror_aggregator_chunk_apply_duration_seconds)
+	AggChunks      float64 `json:"aggregator_chunks,omitempty"`
+	AggMeanApplyMS float64 `json:"aggregator_mean_apply_ms,omitempty"`
+	LoadAverage    string  `json:"load_average"` // /proc/loadavg at the end of the row
 	// largest RssAnon / RssFile seen per process (polled every 100 ms)
 	RSSAnonMax map[string]int64 `json:"rss_anon_max"`
 	RSSFileMax map[string]int64 `json:"rss_file_max"`
@@ -219,6 +224,7 @@ func runRow(ctx context.Context, e *env, m matrix, r rowSpec) (result, extra, er
 	}
 	ex.ProxyLateMS = float64(s.proxy().Stats().Late.Microseconds()) / 1000
 	ex.RSSAnonMax, ex.RSSFileMax = rs.finish()
+	aggApply(ctx, s, &ex)
 	s.stop(ctx)
 
 	vctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
@@ -418,6 +424,7 @@ func runOutage(ctx context.Context, e *env, system string) (result, extra, error
 		}
 	}
 	ex.ProxyLateMS = float64(px.Stats().Late.Microseconds()) / 1000
+	aggApply(ctx, s, &ex)
 	s.stop(ctx)
 	vctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
@@ -497,5 +504,24 @@ func startProfiles(ctx context.Context, e *env, s system, row string) func() {
 		get(em.metricsAddr, "/debug/pprof/heap", "agent-heap.pprof")
 		get(em.aggMetricsAddr, "/debug/pprof/heap", "aggregator-heap.pprof")
 		wg.Wait()
+	}
+}
+
+// aggApply records how many chunks the aggregator applied and how long one
+// took on average.
+func aggApply(ctx context.Context, s system, ex *extra) {
+	em, ok := s.(*edgemirrorSys)
+	if !ok {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := harness.Scrape(sctx, em.aggMetricsAddr)
+	if err != nil {
+		return
+	}
+	const name = "edgemirror_aggregator_chunk_apply_duration_seconds"
+	if n := m[name+"_count"]; n > 0 {
+		ex.AggChunks, ex.AggMeanApplyMS = n, 1000*m[name+"_sum"]/n
 	}
 }
