@@ -249,7 +249,7 @@ func mib(n int64) string { return fmt.Sprintf("%.0f", float64(n)/(1<<20)) }
 
 func (r *report) machineLine() string {
 	in := r.info
-	return fmt.Sprintf("%s, %d CPUs, %.1f GiB memory, Linux %s (shared with other engineers' work: load average %s at the start)",
+	return fmt.Sprintf("%s, %d CPUs, %.1f GiB memory, Linux %s (a shared machine, load average %s at the start)",
 		in.CPUModel, in.CPUs, float64(in.MemoryBytes)/(1<<30), in.Kernel, in.LoadStart)
 }
 
