@@ -81,17 +81,27 @@ func ParseBytes(s string) (int64, error) {
 	return v, nil
 }
 
-func parseBytes(s string) (int64, error) {
+// splitInput trims s and splits it into its number and unit, refusing
+// overlong and negative input.
+func splitInput(s string) (num, unit string, err error) {
 	t := strings.TrimSpace(s)
 	if len(t) > maxInput {
-		return 0, ErrSyntax
+		return "", "", ErrSyntax
 	}
 	if strings.HasPrefix(t, "-") {
-		return 0, ErrRange
+		return "", "", ErrRange
 	}
-	num, unit := splitNumber(t)
+	num, unit = splitNumber(t)
 	if num == "" {
-		return 0, ErrSyntax
+		return "", "", ErrSyntax
+	}
+	return num, unit, nil
+}
+
+func parseBytes(s string) (int64, error) {
+	num, unit, err := splitInput(s)
+	if err != nil {
+		return 0, err
 	}
 	if len(unit) > 0 && (unit[len(unit)-1] == 'b' || unit[len(unit)-1] == 'B') {
 		unit = unit[:len(unit)-1]
@@ -130,22 +140,12 @@ func ParseRate(s string) (int64, error) {
 }
 
 func parseRate(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	if len(t) > maxInput {
-		return 0, ErrSyntax
-	}
-	if strings.HasPrefix(t, "-") {
-		return 0, ErrRange
-	}
-	num, unit := splitNumber(t)
-	if num == "" {
-		return 0, ErrSyntax
+	num, unit, err := splitInput(s)
+	if err != nil {
+		return 0, err
 	}
 	lower := strings.ToLower(unit)
-	var (
-		v   int64
-		err error
-	)
+	var v int64
 	switch {
 	case unit == "":
 		v, err = scaleWhole(num, 1)
