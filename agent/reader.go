@@ -17,6 +17,7 @@ import (
 	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
 
 	"github.com/edgemirror/edgemirror/buffer"
+	"github.com/edgemirror/edgemirror/internal/kafkautil"
 	"github.com/edgemirror/edgemirror/internal/provenance"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
@@ -189,25 +190,7 @@ func (r *reader) topicList() []wire.Topic {
 
 // listOffsets returns the first and last (high watermark) offsets of a partition.
 func (r *reader) listOffsets(ctx context.Context, key buffer.PartitionKey) (first, last int64, err error) {
-	res, err := r.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{
-		Topics: map[string][]kafka.OffsetRequest{key.Topic: {
-			kafka.FirstOffsetOf(int(key.Partition)), kafka.LastOffsetOf(int(key.Partition)),
-		}},
-		IsolationLevel: kafka.ReadCommitted,
-	})
-	if err != nil {
-		return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", key.Topic, key.Partition, err)
-	}
-	for _, p := range res.Topics[key.Topic] {
-		if p.Partition != int(key.Partition) {
-			continue
-		}
-		if p.Error != nil {
-			return 0, 0, fmt.Errorf("list offsets of %s/%d: %w", key.Topic, key.Partition, p.Error)
-		}
-		return p.FirstOffset, p.LastOffset, nil
-	}
-	return 0, 0, fmt.Errorf("list offsets of %s/%d: partition missing from answer", key.Topic, key.Partition)
+	return kafkautil.Offsets(ctx, r.client, key.Topic, key.Partition, kafka.ReadCommitted)
 }
 
 // fetch runs one fetch round over every ready partition, one request per

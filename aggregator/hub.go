@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/edgemirror/edgemirror/internal/kafkautil"
 	"github.com/edgemirror/edgemirror/internal/provenance"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
@@ -287,23 +288,16 @@ func (h *hub) watermark(ctx context.Context, k sourceKey, dest string) (*waterma
 
 // offsets returns the first and high-watermark offsets of a hub partition.
 func (h *hub) offsets(ctx context.Context, topic string, partition int32) (first, last int64, err error) {
-	res, err := h.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
-		topic: {kafka.FirstOffsetOf(int(partition)), kafka.LastOffsetOf(int(partition))},
-	}})
+	first, last, err = kafkautil.Offsets(ctx, h.client, topic, partition, kafka.ReadUncommitted)
 	if err != nil {
-		return 0, 0, errUnavailable(fmt.Sprintf("list offsets of hub %s/%d: %v", topic, partition, err), 1)
-	}
-	for _, p := range res.Topics[topic] {
-		if p.Partition == int(partition) {
-			if p.Error != nil {
-				he := errUnavailable(fmt.Sprintf("list offsets of hub %s/%d: %v", topic, partition, p.Error), 1)
-				he.cause = p.Error
-				return 0, 0, he
-			}
-			return p.FirstOffset, p.LastOffset, nil
+		he := errUnavailable("hub: "+err.Error(), 1)
+		var ke kafka.Error
+		if errors.As(err, &ke) {
+			he.cause = ke
 		}
+		return 0, 0, he
 	}
-	return 0, 0, errUnavailable(fmt.Sprintf("list offsets of hub %s/%d: no answer for the partition", topic, partition), 1)
+	return first, last, nil
 }
 
 // settle waits until the high watermark of a hub partition has not moved
