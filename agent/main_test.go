@@ -14,29 +14,18 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
+
+	"github.com/edgemirror/edgemirror/internal/testkit"
 )
 
 // TestMain fails the package if any goroutine outlives the tests. Only
 // goroutines of the in-process Kafka (kfake) and of franz-go clients, which
 // stop asynchronously after Close, are ignored; the agent's own goroutines,
 // its HTTP connections and kafka-go's pools are not.
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"),
-		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kgo.(*Client).updateMetadataLoop"),
-	)
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LeakOptions()...) }
 
 // newCluster starts a one-broker in-process Kafka cluster.
-func newCluster(t testing.TB) *kfake.Cluster {
-	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
+func newCluster(t testing.TB) *kfake.Cluster { return testkit.Cluster(t) }
 
 // newProducer returns a franz-go client that writes to the partition each
 // record names. Extra options (kgo.TransactionalID) are appended.

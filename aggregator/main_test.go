@@ -25,28 +25,16 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgemirror/edgemirror/internal/provenance"
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
 // TestMain fails the package if any goroutine outlives the tests. Only
 // goroutines of the in-process Kafka (kfake) and of franz-go clients, which
 // stop asynchronously after Close, are ignored.
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"),
-		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kgo.(*Client).updateMetadataLoop"),
-	)
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LeakOptions()...) }
 
-func newHubCluster(t testing.TB) *kfake.Cluster {
-	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
+func newHubCluster(t testing.TB) *kfake.Cluster { return testkit.Cluster(t) }
 
 func testConfig(brokers []string, stateDir string) Config {
 	cfg := DefaultConfig()

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
 
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/test/internal/harness"
 	"github.com/edgemirror/edgemirror/test/internal/scenario"
 )
@@ -22,12 +23,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	goleak.VerifyTestMain(m,
-		// kfake and franz-go clients stop their goroutines asynchronously.
-		goleak.IgnoreTopFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"),
-		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kgo.(*Client).updateMetadataLoop"),
-		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
-	)
+	goleak.VerifyTestMain(m, append(testkit.LeakOptions(),
+		// The harness's HTTP clients keep idle connections to the processes.
+		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"))...)
 }
 
 type fake struct{ c *kfake.Cluster }
@@ -38,12 +36,7 @@ func (f fake) Brokers() []string { return f.c.ListenAddrs() }
 func clusters(t *testing.T) (scenario.Cluster, scenario.Cluster) {
 	var out [2]scenario.Cluster
 	for i := range out {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		out[i] = fake{c}
+		out[i] = fake{testkit.Cluster(t)}
 	}
 	return out[0], out[1]
 }
