@@ -80,8 +80,10 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	client := &kafka.Client{Addr: kafka.TCP(a.cfg.Brokers...), Transport: tr, Timeout: a.cfg.HubTimeout}
 	h := newHub(&a.cfg, a.log, client, a.m)
 
+	applyCtx, cancelApply := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelApply()
 	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, dec: dec, m: a.m,
-		edges: make(map[string]*edgeState), stopping: make(chan struct{})}
+		edges: make(map[string]*edgeState), stopping: make(chan struct{}), applyCtx: applyCtx}
 
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
@@ -129,13 +131,16 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	defer cancel()
 	err = hs.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
-		a.log.Warn("shutdown timeout: closing connections; chunks cut short are not acknowledged and will be re-sent")
+		a.log.Warn("shutdown timeout: closing connections and aborting hub transactions; chunks cut short are not acknowledged and will be re-sent")
+		cancelApply()
 		err = hs.Close()
 	}
 	<-errc
-	// Close cancels the requests' contexts; wait for their handlers before
-	// the decoder and the state are closed.
+	// Close cancels the requests' contexts; wait for their handlers and the
+	// hub writers before the decoder and the state are closed.
 	srv.inflight.Wait()
+	cancelApply()
+	srv.runners.Wait()
 	a.log.Info("aggregator stopped")
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("shut down http server: %w", err)

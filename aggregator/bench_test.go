@@ -61,7 +61,10 @@ func BenchmarkApply(b *testing.B) {
 			tr := &kafka.Transport{ClientID: "bench", MetadataTTL: time.Second}
 			defer tr.CloseIdleConnections()
 			client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: cfg.HubTimeout}
-			h := newHub(&cfg, log, client, newMetrics())
+			w, err := newHub(&cfg, log, client, newMetrics()).newEdgeWriter("bench")
+			if err != nil {
+				b.Fatal(err)
+			}
 			dec, err := wire.NewDecoder(wire.DefaultLimits())
 			if err != nil {
 				b.Fatal(err)
@@ -76,7 +79,7 @@ func BenchmarkApply(b *testing.B) {
 			c, raw := benchChunk(1<<20, partitions)
 			ctx := context.Background()
 			// Create the hub topic and derive the watermarks outside the timing.
-			if _, err := h.apply(ctx, "bench", c); err != nil {
+			if _, err := w.apply(ctx, []*wire.Chunk{c}); err != nil {
 				b.Fatal(err)
 			}
 			var frame []byte
@@ -97,12 +100,12 @@ func BenchmarkApply(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				res, err := h.apply(ctx, "bench", chunk)
+				res, err := w.apply(ctx, []*wire.Chunk{chunk})
 				if err != nil {
 					b.Fatal(err)
 				}
-				if res.written != len(c.Records) {
-					b.Fatalf("written %d of %d records", res.written, len(c.Records))
+				if res[0].written != len(c.Records) {
+					b.Fatalf("written %d of %d records", res[0].written, len(c.Records))
 				}
 			}
 			b.ReportMetric(float64(b.N*len(c.Records))/b.Elapsed().Seconds(), "records/s")

@@ -30,9 +30,17 @@ const (
 	// DefaultOrderWait is how long a chunk that arrived ahead of its
 	// predecessor waits for it before it is answered 503.
 	DefaultOrderWait = 10 * time.Second
-	// DefaultSettleTime is how long a partition's high watermark must stay
-	// still before its tail is trusted after an ambiguous produce error.
-	DefaultSettleTime = 2 * time.Second
+	// DefaultTransactionalIDPrefix prefixes the edge id to make the
+	// transactional id of the edge's hub writes.
+	DefaultTransactionalIDPrefix = "edgemirror-"
+	// DefaultTransactionTimeout is the hub transaction timeout: how long
+	// the hub keeps a transaction of a vanished aggregator open (and its
+	// partitions' last stable offset held back) before aborting it, when no
+	// other aggregator takes the edge first.
+	DefaultTransactionTimeout = time.Minute
+	// DefaultMaxGroupChunks bounds how many ready chunks of one edge share
+	// one hub transaction.
+	DefaultMaxGroupChunks = 16
 	// DefaultShutdownTimeout bounds the graceful shutdown.
 	DefaultShutdownTimeout = 30 * time.Second
 	// DefaultHubTimeout bounds one request to the hub.
@@ -44,20 +52,22 @@ const (
 
 // Config is everything an Aggregator needs.
 type Config struct {
-	Listen               string
-	Brokers              []string
-	StateDir             string
-	TopicTemplate        string
-	HubReplicationFactor int // -1: the hub's default.replication.factor
-	HubCompression       kafka.Compression
-	MaxChunkBytes        int64
-	MaxRawBytes          int64
-	HubBatchBytes        int
-	OrderWait            time.Duration
-	SettleTime           time.Duration
-	ShutdownTimeout      time.Duration
-	HubTimeout           time.Duration
-	ParallelPartitions   int
+	Listen                string
+	Brokers               []string
+	StateDir              string
+	TopicTemplate         string
+	HubReplicationFactor  int // -1: the hub's default.replication.factor
+	HubCompression        kafka.Compression
+	MaxChunkBytes         int64
+	MaxRawBytes           int64
+	HubBatchBytes         int
+	OrderWait             time.Duration
+	TransactionalIDPrefix string
+	TransactionTimeout    time.Duration
+	MaxGroupChunks        int
+	ShutdownTimeout       time.Duration
+	HubTimeout            time.Duration
+	ParallelPartitions    int
 
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics
@@ -66,19 +76,21 @@ type Config struct {
 // DefaultConfig returns a Config with every default set; Brokers has none.
 func DefaultConfig() Config {
 	return Config{
-		Listen:               DefaultListen,
-		StateDir:             DefaultStateDir,
-		TopicTemplate:        DefaultTopicTemplate,
-		HubReplicationFactor: -1,
-		HubCompression:       kafka.Lz4,
-		MaxChunkBytes:        DefaultMaxChunkBytes,
-		MaxRawBytes:          DefaultMaxRawBytes,
-		HubBatchBytes:        DefaultHubBatchBytes,
-		OrderWait:            DefaultOrderWait,
-		SettleTime:           DefaultSettleTime,
-		ShutdownTimeout:      DefaultShutdownTimeout,
-		HubTimeout:           DefaultHubTimeout,
-		ParallelPartitions:   DefaultParallelPartitions,
+		Listen:                DefaultListen,
+		StateDir:              DefaultStateDir,
+		TopicTemplate:         DefaultTopicTemplate,
+		HubReplicationFactor:  -1,
+		HubCompression:        kafka.Lz4,
+		MaxChunkBytes:         DefaultMaxChunkBytes,
+		MaxRawBytes:           DefaultMaxRawBytes,
+		HubBatchBytes:         DefaultHubBatchBytes,
+		OrderWait:             DefaultOrderWait,
+		TransactionalIDPrefix: DefaultTransactionalIDPrefix,
+		TransactionTimeout:    DefaultTransactionTimeout,
+		MaxGroupChunks:        DefaultMaxGroupChunks,
+		ShutdownTimeout:       DefaultShutdownTimeout,
+		HubTimeout:            DefaultHubTimeout,
+		ParallelPartitions:    DefaultParallelPartitions,
 	}
 }
 
@@ -122,8 +134,17 @@ func (c *Config) Validate() error {
 	if c.OrderWait <= 0 {
 		return bad("--order-wait", c.OrderWait, "must be positive")
 	}
-	if c.SettleTime < 0 {
-		return bad("--settle-time", c.SettleTime, "must not be negative")
+	if len(c.TransactionalIDPrefix) > 200 {
+		return bad("--transactional-id-prefix", c.TransactionalIDPrefix, "must be at most 200 characters")
+	}
+	if c.TransactionTimeout < time.Second || c.TransactionTimeout > 15*time.Minute {
+		return bad("--transaction-timeout", c.TransactionTimeout, "must be between 1s and 15m (the hub's transaction.max.timeout.ms is 15m by default)")
+	}
+	if c.TransactionTimeout <= c.HubTimeout {
+		return bad("--transaction-timeout", c.TransactionTimeout, "must be longer than --hub-timeout (%s), or the hub aborts transactions still being written", c.HubTimeout)
+	}
+	if c.MaxGroupChunks < 1 || c.MaxGroupChunks > 1024 {
+		return bad("--max-group-chunks", c.MaxGroupChunks, "must be between 1 and 1024")
 	}
 	if c.ShutdownTimeout <= 0 {
 		return bad("--shutdown-timeout", c.ShutdownTimeout, "must be positive")

@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 )
 
@@ -35,9 +36,6 @@ type httpError struct {
 	status     int
 	msg        string
 	retryAfter int // seconds, for 429/503
-	// cause is the hub broker's answer behind the error, if there was one
-	// (nil for transport errors, whose outcome is unknown).
-	cause error
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -54,4 +52,42 @@ func errBadRequest(msg string) *httpError { return &httpError{status: http.Statu
 
 func errUnavailable(msg string, retryAfter int) *httpError {
 	return &httpError{status: http.StatusServiceUnavailable, msg: msg, retryAfter: retryAfter}
+}
+
+// applyKind is what went wrong while applying chunks to the hub, in the
+// hub's own terms; server.go maps it to an HTTP answer in one place.
+type applyKind int
+
+const (
+	// applyUnavailable: nothing was committed; the chunks may be retried.
+	applyUnavailable applyKind = iota
+	// applyFenced: another aggregator owns the edge's transactional id now;
+	// nothing of this transaction was committed.
+	applyFenced
+	// applyRefused: the hub refuses records of one chunk for good.
+	applyRefused
+	// applyBadChunk: the chunk itself is malformed.
+	applyBadChunk
+)
+
+// applyError is the error of applying chunks to the hub.
+type applyError struct {
+	kind applyKind
+	// chunk is the index (in the applied group) of the chunk that caused
+	// an applyRefused, or -1 when it is every chunk of the group.
+	chunk int
+	msg   string
+	cause error
+}
+
+func (e *applyError) Error() string { return e.msg }
+
+func (e *applyError) Unwrap() error { return e.cause }
+
+func hubUnavailable(format string, args ...any) *applyError {
+	return &applyError{kind: applyUnavailable, chunk: -1, msg: fmt.Sprintf(format, args...)}
+}
+
+func badChunk(format string, args ...any) *applyError {
+	return &applyError{kind: applyBadChunk, chunk: -1, msg: fmt.Sprintf(format, args...)}
 }

@@ -41,7 +41,6 @@ func testConfig(brokers []string, stateDir string) Config {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Brokers = brokers
 	cfg.StateDir = stateDir
-	cfg.SettleTime = 100 * time.Millisecond
 	cfg.HubTimeout = 10 * time.Second
 	cfg.OrderWait = 5 * time.Second
 	cfg.ShutdownTimeout = 10 * time.Second
@@ -83,14 +82,17 @@ func newTestServer(t testing.TB, hub *kfake.Cluster, stateDir string, mutate fun
 	tr := &kafka.Transport{ClientID: "aggregator-test", DialTimeout: 5 * time.Second, MetadataTTL: time.Second}
 	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: cfg.HubTimeout}
 	m := newMetrics()
+	applyCtx, cancelApply := context.WithCancel(context.Background())
 	srv := &server{cfg: &cfg, log: log, hub: newHub(&cfg, log, client, m), state: st, dec: dec, m: m,
-		edges: make(map[string]*edgeState), stopping: make(chan struct{})}
+		edges: make(map[string]*edgeState), stopping: make(chan struct{}), applyCtx: applyCtx}
 	hs := httptest.NewServer(srv.routes())
 	httpTr := &http.Transport{}
 	t.Cleanup(func() {
 		httpTr.CloseIdleConnections()
 		hs.Close()
 		srv.inflight.Wait()
+		cancelApply()
+		srv.runners.Wait()
 		tr.CloseIdleConnections()
 		dec.Close()
 		st.close()
@@ -310,7 +312,7 @@ func readHub(t testing.TB, hub *kfake.Cluster, topic string) map[int32][]*kgo.Re
 		return out
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(hub.ListenAddrs()...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}))
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.KeepControlRecords())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,6 +325,9 @@ func readHub(t testing.TB, hub *kfake.Cluster, topic string) map[int32][]*kgo.Re
 			}
 		}
 		if done {
+			for p, recs := range out {
+				out[p] = testkit.Committed(recs) // what a read_committed consumer sees
+			}
 			return out
 		}
 		fs := cl.PollFetches(ctx)

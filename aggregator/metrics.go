@@ -13,7 +13,13 @@ type metrics struct {
 	chunks          *prometheus.CounterVec
 	written         prometheus.Counter
 	duplicates      prometheus.Counter
-	produceErrors   prometheus.Counter
+	produceErrors   *prometheus.CounterVec
+	claims          prometheus.Counter
+	fenced          prometheus.Counter
+	transactions    prometheus.Counter
+	txnRecords      prometheus.Histogram
+	txnChunks       prometheus.Histogram
+	commitDuration  prometheus.Histogram
 	produceDuration prometheus.Histogram
 	applyDuration   prometheus.Histogram
 	derivations     prometheus.Counter
@@ -32,8 +38,23 @@ func newMetrics() *metrics {
 			Name: "records_written_total", Help: "Records written to the hub and acknowledged (acks=all)."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
 			Name: "records_duplicate_total", Help: "Records dropped because the hub already had them."}),
-		produceErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
-			Name: "produce_errors_total", Help: "Failed produce requests to the hub."}),
+		produceErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "hub_transaction_errors_total", Help: "Hub transactions that failed and were aborted, by kind (unavailable, fenced, refused)."}, []string{"kind"}),
+		claims: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "hub_claims_total", Help: "Times this aggregator took an edge's transactional id (InitProducerId), fencing any other writer."}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "hub_fenced_total", Help: "Transactions refused because another aggregator had taken the edge."}),
+		transactions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "hub_transactions_total", Help: "Hub transactions committed."}),
+		txnRecords: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "hub_transaction_records", Help: "Records written per committed hub transaction.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 12)}),
+		txnChunks: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "hub_transaction_chunks", Help: "Chunks applied per hub transaction (group commit).",
+			Buckets: []float64{1, 2, 3, 4, 6, 8, 12, 16, 32}}),
+		commitDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "hub_commit_duration_seconds", Help: "Duration of committing one hub transaction (EndTxn).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 		produceDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "aggregator",
 			Name: "produce_duration_seconds", Help: "Duration of one produce request to the hub.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
@@ -50,6 +71,7 @@ func newMetrics() *metrics {
 			Name: "edges", Help: "Edges seen since start."}),
 	}
 	m.collectors = promutil.Set{m.chunks, m.written, m.duplicates, m.produceErrors, m.produceDuration,
+		m.claims, m.fenced, m.transactions, m.txnRecords, m.txnChunks, m.commitDuration,
 		m.applyDuration, m.derivations, m.lost, m.receivedBytes, m.edges}
 	return m
 }

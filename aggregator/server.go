@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,17 +27,35 @@ const (
 // maxRetiredEpochs bounds how many replaced epochs are remembered per edge.
 const maxRetiredEpochs = 16
 
-// edgeState sequences the chunks of one edge. mu is held while a chunk is
-// applied, so an edge's chunks reach the hub one at a time, in order.
+// edgeState sequences the chunks of one edge. Chunks wait in pending until
+// their turn; one runner goroutine at a time takes every chunk that is
+// ready, in sequence order, and applies them in one hub transaction (group
+// commit).
 type edgeState struct {
 	mu      sync.Mutex
 	name    string
 	epoch   uint64
 	next    uint64 // next expected seq; 0 = unknown
 	retired map[uint64]bool
-	// advanced is closed and replaced whenever next moves, waking chunks
-	// that arrived ahead of their turn.
-	advanced chan struct{}
+	pending map[uint64]*pendingChunk
+	running bool        // a runner is applying this edge's chunks
+	writer  *edgeWriter // used by the runner only
+}
+
+// pendingChunk is a chunk waiting for its turn or being applied. Once
+// taken, only the runner touches it until done is closed.
+type pendingChunk struct {
+	c     *wire.Chunk
+	epoch uint64
+	taken bool
+	done  chan struct{}
+	res   *wire.ChunkResponse
+	err   *httpError
+}
+
+func (pc *pendingChunk) finish(res *wire.ChunkResponse, err *httpError) {
+	pc.res, pc.err = res, err
+	close(pc.done)
 }
 
 // server is the HTTP side of the aggregator.
@@ -56,6 +75,11 @@ type server struct {
 	// inflight counts chunk handlers running, so that shutdown closes the
 	// decoder and the state only after the last one returned.
 	inflight sync.WaitGroup
+	// applyCtx is the context of hub writes: it outlives the requests
+	// (a chunk taken into a transaction is finished even if its client
+	// went away) and is cancelled when the shutdown timeout is up.
+	applyCtx context.Context
+	runners  sync.WaitGroup
 }
 
 func (s *server) routes() http.Handler {
@@ -108,8 +132,12 @@ func (s *server) edge(name string) (*edgeState, error) {
 	if err != nil {
 		return nil, err
 	}
+	w, err := s.hub.newEdgeWriter(name)
+	if err != nil {
+		return nil, err
+	}
 	es := &edgeState{name: name, epoch: rec.Epoch, next: rec.NextSeq, retired: make(map[uint64]bool),
-		advanced: make(chan struct{})}
+		pending: make(map[uint64]*pendingChunk), writer: w}
 	for _, e := range rec.Retired {
 		es.retired[e] = true
 	}
@@ -185,57 +213,212 @@ func (s *server) chunk(r *http.Request) (int, any) {
 	return http.StatusOK, res
 }
 
-// sequence waits for the chunk's turn, applies it and advances the edge.
+// sequence queues the chunk for its turn and waits for its outcome.
 func (s *server) sequence(ctx context.Context, es *edgeState, epoch, floor uint64, c *wire.Chunk) (*wire.ChunkResponse, *httpError) {
+	es.mu.Lock()
+	if epoch != es.epoch {
+		if es.retired[epoch] {
+			es.mu.Unlock()
+			return nil, &httpError{status: http.StatusConflict,
+				msg: fmt.Sprintf("buffer epoch %d of edge %s was replaced by epoch %d; is another agent using this edge id?", epoch, es.name, es.epoch)}
+		}
+		if es.epoch != 0 {
+			s.log.Warn("edge started a new buffer epoch; chunks of the old epoch are refused from now on",
+				slog.String("edge", es.name), slog.Uint64("old_epoch", es.epoch), slog.Uint64("new_epoch", epoch))
+			if len(es.retired) >= maxRetiredEpochs {
+				clear(es.retired)
+			}
+			es.retired[es.epoch] = true
+			// Persist the takeover, so that the old epoch stays refused
+			// after a restart of the aggregator.
+			if err := s.state.setEdge(es.name, edgeRecord{Epoch: epoch, Retired: es.retiredList()}); err != nil {
+				es.mu.Unlock()
+				return nil, errUnavailable("save edge state: "+err.Error(), 1)
+			}
+		}
+		for seq, pc := range es.pending {
+			if !pc.taken {
+				delete(es.pending, seq)
+				pc.finish(nil, &httpError{status: http.StatusConflict,
+					msg: fmt.Sprintf("buffer epoch %d of edge %s was replaced by epoch %d", pc.epoch, es.name, epoch)})
+			}
+		}
+		es.epoch, es.next = epoch, 0
+	}
+	// Every seq below the agent's floor was acknowledged or dropped.
+	if floor > es.next {
+		es.next = floor
+	}
+	if old := es.pending[c.Seq]; old != nil {
+		if old.taken {
+			// The same chunk is being applied right now (its first request
+			// timed out at the agent): answer this copy with its outcome.
+			es.mu.Unlock()
+			select {
+			case <-old.done:
+				return old.res, old.err
+			case <-ctx.Done():
+				return nil, errUnavailable("request cancelled", 1)
+			}
+		}
+		old.finish(nil, errUnavailable(fmt.Sprintf("chunk %d was sent again; answering the newer request", c.Seq), 1))
+	}
+	pc := &pendingChunk{c: c, epoch: epoch, done: make(chan struct{})}
+	es.pending[c.Seq] = pc
+	if !es.running {
+		es.running = true
+		s.runners.Add(1)
+		go s.run(es)
+	}
+	es.mu.Unlock()
+
 	timer := time.NewTimer(s.cfg.OrderWait)
 	defer timer.Stop()
 	for {
-		es.mu.Lock()
-		if epoch != es.epoch {
-			if es.retired[epoch] {
-				es.mu.Unlock()
-				return nil, &httpError{status: http.StatusConflict,
-					msg: fmt.Sprintf("buffer epoch %d of edge %s was replaced by epoch %d; is another agent using this edge id?", epoch, es.name, es.epoch)}
-			}
-			if es.epoch != 0 {
-				s.log.Warn("edge started a new buffer epoch; chunks of the old epoch are refused from now on",
-					slog.String("edge", es.name), slog.Uint64("old_epoch", es.epoch), slog.Uint64("new_epoch", epoch))
-				if len(es.retired) >= maxRetiredEpochs {
-					clear(es.retired)
-				}
-				es.retired[es.epoch] = true
-				// Persist the takeover, so that the old epoch stays refused
-				// after a restart of the aggregator.
-				if err := s.state.setEdge(es.name, edgeRecord{Epoch: epoch, Retired: es.retiredList()}); err != nil {
-					es.mu.Unlock()
-					return nil, errUnavailable("save edge state: "+err.Error(), 1)
-				}
-			}
-			es.epoch, es.next = epoch, 0
-			es.wake()
-		}
-		// Every seq below the agent's floor was acknowledged or dropped.
-		if floor > es.next {
-			es.next = floor
-			es.wake()
-		}
-		if c.Seq <= es.next {
-			res, err := s.applyLocked(ctx, es, c)
-			es.mu.Unlock()
-			return res, err
-		}
-		wait := es.advanced
-		es.mu.Unlock()
 		select {
-		case <-wait:
+		case <-pc.done:
+			return pc.res, pc.err
 		case <-timer.C:
-			return nil, errUnavailable(fmt.Sprintf("chunk %d arrived ahead of chunk %d; send that one first", c.Seq, es.nextSeq()), 1)
+			es.mu.Lock()
+			if !pc.taken {
+				s.dropPending(es, pc)
+				next := es.next
+				es.mu.Unlock()
+				return nil, errUnavailable(fmt.Sprintf("chunk %d arrived ahead of chunk %d; send that one first", c.Seq, next), 1)
+			}
+			es.mu.Unlock() // being applied: wait for the outcome
 		case <-s.stopping:
-			return nil, errUnavailable("aggregator is shutting down", 5)
+			es.mu.Lock()
+			if !pc.taken {
+				s.dropPending(es, pc)
+				es.mu.Unlock()
+				return nil, errUnavailable("aggregator is shutting down", 5)
+			}
+			es.mu.Unlock()
 		case <-ctx.Done():
+			es.mu.Lock()
+			if !pc.taken {
+				s.dropPending(es, pc)
+			}
+			es.mu.Unlock()
+			// A chunk already taken is finished by the runner; its outcome
+			// reaches nobody, and the agent sends it again.
 			return nil, errUnavailable("request cancelled", 1)
 		}
 	}
+}
+
+// dropPending removes a chunk that was not taken. es.mu is held.
+func (s *server) dropPending(es *edgeState, pc *pendingChunk) {
+	for seq, p := range es.pending {
+		if p == pc {
+			delete(es.pending, seq)
+		}
+	}
+}
+
+// ready takes the chunks that may be applied now, in sequence order:
+// re-sends of chunks applied before (seq below next) and the run of
+// consecutive chunks from next on, at most MaxGroupChunks. es.mu is held.
+func (s *server) ready(es *edgeState) []*pendingChunk {
+	var out []*pendingChunk
+	for seq, pc := range es.pending {
+		if es.next != 0 && seq < es.next && !pc.taken {
+			out = append(out, pc)
+		}
+	}
+	slices.SortFunc(out, func(a, b *pendingChunk) int { return cmp.Compare(a.c.Seq, b.c.Seq) })
+	if es.next != 0 {
+		for seq := es.next; ; seq++ {
+			pc := es.pending[seq]
+			if pc == nil || pc.taken {
+				break
+			}
+			out = append(out, pc)
+		}
+	}
+	if len(out) > s.cfg.MaxGroupChunks {
+		out = out[:s.cfg.MaxGroupChunks]
+	}
+	for _, pc := range out {
+		pc.taken = true
+	}
+	return out
+}
+
+// run applies the edge's ready chunks, a group per hub transaction, until
+// none is ready.
+func (s *server) run(es *edgeState) {
+	defer s.runners.Done()
+	for {
+		es.mu.Lock()
+		group := s.ready(es)
+		if len(group) == 0 {
+			es.running = false
+			es.mu.Unlock()
+			return
+		}
+		es.mu.Unlock()
+
+		chunks := make([]*wire.Chunk, len(group))
+		for i, pc := range group {
+			chunks[i] = pc.c
+		}
+		start := time.Now()
+		results, err := es.writer.apply(s.applyCtx, chunks)
+		took := time.Since(start)
+		s.m.applyDuration.Observe(took.Seconds())
+		s.m.txnChunks.Observe(float64(len(group)))
+
+		es.mu.Lock()
+		for i, pc := range group {
+			if es.pending[pc.c.Seq] == pc {
+				delete(es.pending, pc.c.Seq)
+			}
+			if err != nil {
+				pc.finish(nil, applyHTTPError(err, i))
+				continue
+			}
+			if pc.c.Seq == es.next && pc.epoch == es.epoch {
+				es.next++
+			}
+			pc.finish(&wire.ChunkResponse{Seq: pc.c.Seq, Written: results[i].written, Duplicates: results[i].duplicates}, nil)
+			s.log.Debug("chunk applied", slog.String("edge", es.name), slog.Uint64("seq", pc.c.Seq),
+				slog.Int("written", results[i].written), slog.Int("duplicates", results[i].duplicates),
+				slog.Int("group", len(group)), slog.Duration("took", took))
+		}
+		if err == nil {
+			if serr := s.state.setEdge(es.name, es.record()); serr != nil {
+				// The hub has the records; only the resume hint is stale.
+				s.log.Warn("save edge state", slog.String("edge", es.name), slog.Any("error", serr))
+			}
+		}
+		es.mu.Unlock()
+	}
+}
+
+// applyHTTPError maps an error of applying a group of chunks to the answer
+// of the group's i-th chunk. It is the one place where hub outcomes become
+// HTTP statuses.
+func applyHTTPError(err error, i int) *httpError {
+	var ae *applyError
+	if !errors.As(err, &ae) {
+		return errUnavailable(err.Error(), 1)
+	}
+	switch ae.kind {
+	case applyBadChunk:
+		if ae.chunk < 0 || ae.chunk == i {
+			return errBadRequest(ae.msg)
+		}
+	case applyRefused:
+		if ae.chunk < 0 || ae.chunk == i {
+			return &httpError{status: http.StatusUnprocessableEntity, msg: ae.msg}
+		}
+		return errUnavailable("another chunk of the same hub transaction was refused; retry: "+ae.msg, 1)
+	case applyFenced:
+		return errUnavailable(ae.msg, 1)
+	}
+	return errUnavailable(ae.msg, 1)
 }
 
 // record is what the state file keeps of the edge. es.mu is held.
@@ -250,44 +433,6 @@ func (es *edgeState) retiredList() []uint64 {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// wake tells chunks waiting for their turn that next moved. es.mu is held.
-func (es *edgeState) wake() {
-	close(es.advanced)
-	es.advanced = make(chan struct{})
-}
-
-func (es *edgeState) nextSeq() uint64 {
-	es.mu.Lock()
-	defer es.mu.Unlock()
-	return es.next
-}
-
-// applyLocked writes a chunk whose turn has come (or which is a re-send of
-// an applied one) to the hub. es.mu is held.
-func (s *server) applyLocked(ctx context.Context, es *edgeState, c *wire.Chunk) (*wire.ChunkResponse, *httpError) {
-	start := time.Now()
-	res, err := s.hub.apply(ctx, es.name, c)
-	s.m.applyDuration.Observe(time.Since(start).Seconds())
-	if err != nil {
-		var he *httpError
-		if !errors.As(err, &he) {
-			he = errUnavailable(err.Error(), 1)
-		}
-		return nil, he
-	}
-	if c.Seq == es.next {
-		es.next++
-		if err := s.state.setEdge(es.name, es.record()); err != nil {
-			// The hub has the records; only the resume hint is stale.
-			s.log.Warn("save edge state", slog.String("edge", es.name), slog.Any("error", err))
-		}
-		es.wake()
-	}
-	s.log.Debug("chunk applied", slog.String("edge", es.name), slog.Uint64("seq", c.Seq),
-		slog.Int("written", res.written), slog.Int("duplicates", res.duplicates))
-	return &wire.ChunkResponse{Seq: c.Seq, Written: res.written, Duplicates: res.duplicates}, nil
 }
 
 func (s *server) handleResume(w http.ResponseWriter, r *http.Request) {

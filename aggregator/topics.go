@@ -3,7 +3,6 @@ package aggregator
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -14,7 +13,7 @@ import (
 // partitions, each with a leader.
 func (h *hub) ensureTopic(ctx context.Context, topic string, partitions int32) error {
 	if partitions <= 0 {
-		return errBadRequest(fmt.Sprintf("chunk gives no partition count for the source of %s", topic))
+		return badChunk("chunk gives no partition count for the source of %s", topic)
 	}
 	h.mu.Lock()
 	have := h.topics[topic]
@@ -40,7 +39,7 @@ func (h *hub) ensureTopic(ctx context.Context, topic string, partitions int32) e
 			}
 		}
 		if err != nil {
-			return errUnavailable(fmt.Sprintf("create hub topic %s: %v", topic, err), 2)
+			return hubUnavailable("create hub topic %s: %v", topic, err)
 		}
 		h.log.Info("created hub topic", slog.String("topic", topic), slog.Int("partitions", int(partitions)))
 	case n < partitions:
@@ -51,7 +50,7 @@ func (h *hub) ensureTopic(ctx context.Context, topic string, partitions int32) e
 			err = res.Errors[topic]
 		}
 		if err != nil {
-			return errUnavailable(fmt.Sprintf("grow hub topic %s to %d partitions: %v", topic, partitions, err), 2)
+			return hubUnavailable("grow hub topic %s to %d partitions: %v", topic, partitions, err)
 		}
 		h.log.Info("grew hub topic", slog.String("topic", topic), slog.Int("from", int(n)), slog.Int("to", int(partitions)))
 	default:
@@ -75,7 +74,7 @@ func (h *hub) ensureTopic(ctx context.Context, topic string, partitions int32) e
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return errUnavailable(fmt.Sprintf("hub topic %s has no leader for every partition yet", topic), 2)
+			return hubUnavailable("hub topic %s has no leader for every partition yet", topic)
 		}
 		t := time.NewTimer(200 * time.Millisecond)
 		select {
@@ -92,7 +91,7 @@ func (h *hub) ensureTopic(ctx context.Context, topic string, partitions int32) e
 func (h *hub) describe(ctx context.Context, topic string) (int32, bool, error) {
 	md, err := h.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
-		return 0, false, errUnavailable(fmt.Sprintf("describe hub topic %s: %v", topic, err), 1)
+		return 0, false, hubUnavailable("describe hub topic %s: %v", topic, err)
 	}
 	for _, t := range md.Topics {
 		if t.Name != topic {
@@ -102,7 +101,7 @@ func (h *hub) describe(ctx context.Context, topic string) (int32, bool, error) {
 			if errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
 				return 0, false, nil
 			}
-			return 0, false, errUnavailable(fmt.Sprintf("describe hub topic %s: %v", topic, t.Error), 1)
+			return 0, false, hubUnavailable("describe hub topic %s: %v", topic, t.Error)
 		}
 		leaders := true
 		for _, p := range t.Partitions {

@@ -300,7 +300,8 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	)
 	cmd := newCommand("aggregator",
 		"Receives chunks from edge agents, drops records the hub already has (by source offset), and writes\n"+
-			"every record exactly once to the hub Kafka cluster with acks=all.",
+			"every record exactly once to the hub Kafka cluster, in Kafka transactions (one transactional id per\n"+
+			"edge; any number of aggregators may serve an edge). Hub consumers must read with isolation.level=read_committed.",
 		"edgemirror aggregator --brokers 127.0.0.1:9092 --listen :8080 --state-dir /var/lib/edgemirror-aggregator")
 	cmd.section("Listener")
 	cmd.str(&cfg.Listen, "listen", "address of the chunk API (HTTP/1.1 and h2c)")
@@ -315,7 +316,9 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cmd.choice(&compression, "hub-compression", []string{"none", "gzip", "snappy", "lz4", "zstd"}, "compression of produce requests to the hub")
 	cmd.bytes(&hubBatch, "hub-batch-bytes", "largest produce request (uncompressed); keep below the topics' max.message.bytes")
 	cmd.duration(&cfg.HubTimeout, "hub-timeout", "bound on one request to the hub")
-	cmd.duration(&cfg.SettleTime, "settle-time", "after an ambiguous produce error, how long a partition must stay still before its tail is trusted")
+	cmd.str(&cfg.TransactionalIDPrefix, "transactional-id-prefix", "prefix of the per-edge transactional id of hub writes (the id is prefix + edge id); every aggregator of one fleet must use the same")
+	cmd.duration(&cfg.TransactionTimeout, "transaction-timeout", "hub transaction timeout: how long the hub keeps a vanished aggregator's transaction open before aborting it (at most the hub's transaction.max.timeout.ms)")
+	cmd.intv(&cfg.MaxGroupChunks, "max-group-chunks", "most chunks of one edge committed in one hub transaction (group commit)")
 	cmd.intv(&cfg.ParallelPartitions, "parallel-partitions", "partitions of one chunk produced at once")
 	cmd.section("State")
 	cmd.str(&cfg.StateDir, "state-dir", "directory of the aggregator's state (resume points and loss reports; may be lost without duplicates)")

@@ -4,7 +4,10 @@
 package testkit
 
 import (
+	"encoding/binary"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
@@ -30,4 +33,39 @@ func Cluster(t testing.TB) *kfake.Cluster {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+// Committed returns what a read_committed consumer sees of one partition's
+// records, read with kgo.ReadUncommitted and kgo.KeepControlRecords in
+// offset order: control records are dropped, and so are the records of
+// every transaction that an ABORT marker ends or that no marker ends yet.
+// It is written independently of the product's own read_committed reader,
+// so that a test does not check that reader against itself.
+func Committed(recs []*kgo.Record) []*kgo.Record {
+	// Walk backwards: the first marker of a producer after a record decides
+	// its transaction's fate.
+	fate := make(map[int64]int) // producer id -> 0 open, 1 commit, 2 abort (of the transaction being walked)
+	keep := make([]bool, len(recs))
+	for i := len(recs) - 1; i >= 0; i-- {
+		r := recs[i]
+		switch {
+		case r.Attrs.IsControl():
+			if len(r.Key) >= 4 && binary.BigEndian.Uint16(r.Key[2:4]) == 1 {
+				fate[r.ProducerID] = 1
+			} else {
+				fate[r.ProducerID] = 2
+			}
+		case r.Attrs.IsTransactional():
+			keep[i] = fate[r.ProducerID] == 1
+		default:
+			keep[i] = true
+		}
+	}
+	out := make([]*kgo.Record, 0, len(recs))
+	for i, r := range recs {
+		if keep[i] {
+			out = append(out, r)
+		}
+	}
+	return out
 }

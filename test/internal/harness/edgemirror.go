@@ -41,7 +41,6 @@ func StartAggregator(t testing.TB, hubBrokers []string, stateDir string, extra .
 		"--metrics-addr", a.MetricsAddr,
 		"--brokers", strings.Join(hubBrokers, ","),
 		"--state-dir", stateDir,
-		"--settle-time", "500ms",
 		"--log-level", "debug",
 	}, extra...)
 	a.Proc = StartProc(t, "aggregator", bin, args...)

@@ -13,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgemirror/edgemirror/internal/testkit"
 )
 
 // Provenance header keys (duplicated from internal/provenance on purpose:
@@ -252,8 +254,10 @@ func ReadAll(ctx context.Context, brokers []string, topics ...string) (map[strin
 	if len(want) == 0 {
 		return out, nil
 	}
+	// Read everything up to the high watermark, markers included, and keep
+	// what a read_committed consumer sees (testkit.Committed).
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumePartitions(want),
-		kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
+		kgo.FetchIsolationLevel(kgo.ReadUncommitted()), kgo.KeepControlRecords())
 	if err != nil {
 		return nil, err
 	}
@@ -288,6 +292,11 @@ func ReadAll(ctx context.Context, brokers []string, topics ...string) (map[strin
 				out[r.Topic][r.Partition] = append(out[r.Topic][r.Partition], r)
 			}
 		})
+	}
+	for _, parts := range out {
+		for p, recs := range parts {
+			parts[p] = testkit.Committed(recs)
+		}
 	}
 	return out, nil
 }
