@@ -63,8 +63,18 @@ func (s *stats) sample(ctx context.Context, prod *harness.Producer, agentMetrics
 		s.raw = m["edgemirror_agent_chunk_raw_bytes_total"]
 		s.frame = m["edgemirror_agent_chunk_frame_bytes_total"]
 	}
+	// End minus start offsets is cheap but also counts the hub's commit
+	// markers; the committed records are counted only once it could be
+	// complete.
 	if n, err := harness.CountAll(sctx, hubBrokers, hubTopic); err == nil {
-		s.inHub = n
+		s.inHub = min(n, int64(s.produced))
+		if n >= int64(s.produced) {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if c, err := harness.CountCommitted(cctx, hubBrokers, hubTopic); err == nil {
+				s.inHub = c
+			}
+			cancel()
+		}
 	}
 	if s.down {
 		s.maxChunks = max(s.maxChunks, s.chunks)

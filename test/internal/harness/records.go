@@ -301,7 +301,25 @@ func ReadAll(ctx context.Context, brokers []string, topics ...string) (map[strin
 	return out, nil
 }
 
-// CountAll returns how many records the topics hold (end minus start offsets).
+// CountCommitted returns how many records of the topics a read_committed
+// consumer sees: in a transactional topic, end minus start offsets also
+// counts the commit markers and aborted records.
+func CountCommitted(ctx context.Context, brokers []string, topics ...string) (int64, error) {
+	all, err := ReadAll(ctx, brokers, topics...)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, parts := range all {
+		for _, recs := range parts {
+			n += int64(len(recs))
+		}
+	}
+	return n, nil
+}
+
+// CountAll returns how many records the topics hold (end minus start
+// offsets). For a topic written in transactions use CountCommitted.
 func CountAll(ctx context.Context, brokers []string, topics ...string) (int64, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {

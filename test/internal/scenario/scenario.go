@@ -99,7 +99,7 @@ func (e *Env) HubTopic(t string) string { return e.EdgeID + "." + t }
 
 // HubCount returns the number of records in the hub topic of the main topic.
 func (e *Env) HubCount() int64 {
-	n, err := harness.CountAll(e.Ctx, e.Hub.Brokers(), e.HubTopic(e.Topic))
+	n, err := harness.CountCommitted(e.Ctx, e.Hub.Brokers(), e.HubTopic(e.Topic))
 	if err != nil {
 		return 0
 	}

@@ -1,0 +1,118 @@
+package aggregator
+
+import (
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/edgemirror/edgemirror/internal/wire"
+)
+
+// TestZombieAggregatorFenced forces the worst timing deterministically:
+// aggregator A has produced chunk 1 and is frozen before its commit reaches
+// the hub; the agent gives up on A and sends chunk 1 to aggregator B, which
+// takes the edge; then A wakes up and commits. A's commit must be refused,
+// nothing of it may be visible, and the hub must hold every record once.
+// Then the edge moves back to A, whose watermark must come from what B
+// committed, not from its memory.
+func TestZombieAggregatorFenced(t *testing.T) {
+	hub := newHubCluster(t)
+	a := newTestServer(t, hub, "", nil)
+	b := newTestServer(t, hub, "", nil)
+	f := newFrameBuilder(t)
+	topics := []wire.Topic{{Name: "sensors", Partitions: 2}}
+	chunk1 := f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 20), sensorRecords("sensors", 1, 0, 10)))
+
+	// Warm up A's claim with a first transaction, so that the one frozen
+	// below is a later one of an established writer.
+	warm := f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 5)))
+	if r := a.send(t, "e1", 1, 1, warm); r.status != http.StatusOK || r.ok.Written != 5 {
+		t.Fatalf("warm-up chunk on A: %v", r)
+	}
+
+	frozen := make(chan struct{})
+	release := make(chan struct{})
+	var held atomic.Bool
+	hub.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if held.CompareAndSwap(false, true) {
+			close(frozen)
+			hub.SleepControl(func() { <-release })
+		}
+		hub.DropControl()
+		return nil, nil, false // the hub now handles the (late) commit itself
+	})
+	aDone := make(chan answer, 1)
+	go func() { aDone <- a.send(t, "e1", 1, 1, chunk1) }()
+	select {
+	case <-frozen:
+	case <-time.After(10 * time.Second):
+		t.Fatal("A never sent its commit")
+	}
+	// The agent's request to A timed out; it sends the same chunk to B.
+	if r := b.send(t, "e1", 1, 1, chunk1); r.status != http.StatusOK || r.ok.Written != 25 || r.ok.Duplicates != 5 {
+		t.Fatalf("chunk 1 on B: %v, want 200 with 25 written and 5 duplicates", r)
+	}
+	close(release)
+	var ra answer
+	select {
+	case ra = <-aDone:
+	case <-time.After(20 * time.Second):
+		t.Fatal("A never answered after waking up")
+	}
+	if ra.status != http.StatusServiceUnavailable || ra.err.Permanent {
+		t.Fatalf("A's answer after being fenced: %v, want a retryable 503", ra)
+	}
+	if v := metricValue(t, a.m.fenced); v != 1 {
+		t.Errorf("A counted %v fenced transactions, want 1", v)
+	}
+	// The edge comes back to A with the next chunk.
+	chunk2 := f.frame(chunkOf(2, topics, sensorRecords("sensors", 0, 20, 5), sensorRecords("sensors", 1, 5, 10)))
+	if r := a.send(t, "e1", 1, 2, chunk2); r.status != http.StatusOK || r.ok.Written != 10 || r.ok.Duplicates != 5 {
+		t.Fatalf("chunk 2 on A after the takeover: %v, want 10 written and 5 duplicates", r)
+	}
+	recs := readHub(t, hub, "e1.sensors")
+	if got := fmt.Sprint(sourceOffsets(t, recs[0])); got != fmt.Sprint(seqOffsets(0, 25)) {
+		t.Errorf("partition 0 holds %s, want 0..24 once each", got)
+	}
+	if got := fmt.Sprint(sourceOffsets(t, recs[1])); got != fmt.Sprint(seqOffsets(0, 15)) {
+		t.Errorf("partition 1 holds %s, want 0..14 once each", got)
+	}
+}
+
+// TestTwoAggregatorsInterleaved: an edge's chunks alternate between two
+// aggregators, each re-sent once to the other one; every record is in the
+// hub once.
+func TestTwoAggregatorsInterleaved(t *testing.T) {
+	hub := newHubCluster(t)
+	servers := []*testServer{newTestServer(t, hub, "", nil), newTestServer(t, hub, "", nil)}
+	f := newFrameBuilder(t)
+	topics := []wire.Topic{{Name: "sensors", Partitions: 1}}
+	for seq := uint64(1); seq <= 20; seq++ {
+		frame := f.frame(chunkOf(seq, topics, sensorRecords("sensors", 0, int64(seq-1)*10, 10)))
+		first, second := servers[seq%2], servers[(seq+1)%2]
+		r := first.send(t, "e1", 1, seq, frame)
+		if r.status != http.StatusOK || r.ok.Written != 10 {
+			t.Fatalf("seq %d on its first aggregator: %v", seq, r)
+		}
+		// The answer was lost: the agent sends it again to the other one.
+		// That one was fenced by the first one's claim: it answers 503
+		// once and takes the edge back on the agent's retry.
+		r = second.send(t, "e1", 1, seq, frame)
+		if seq > 1 {
+			if r.status != http.StatusServiceUnavailable {
+				t.Fatalf("seq %d on a fenced aggregator: %v, want 503", seq, r)
+			}
+			r = second.send(t, "e1", 1, seq, frame)
+		}
+		if r.status != http.StatusOK || r.ok.Written != 0 || r.ok.Duplicates != 10 {
+			t.Fatalf("seq %d re-sent to the other aggregator: %v, want all 10 duplicates", seq, r)
+		}
+	}
+	if got := fmt.Sprint(sourceOffsets(t, readHub(t, hub, "e1.sensors")[0])); got != fmt.Sprint(seqOffsets(0, 200)) {
+		t.Errorf("hub holds %s, want 0..199 once each", got)
+	}
+}

@@ -1,0 +1,353 @@
+package txn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/goleak"
+
+	"github.com/edgemirror/edgemirror/internal/testkit"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LeakOptions()...) }
+
+type fixture struct {
+	t       *testing.T
+	cluster *kfake.Cluster
+	tr      *kafka.Transport
+	client  *kafka.Client
+}
+
+func newFixture(t *testing.T, brokers int, partitions int32) *fixture {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(brokers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	tr := &kafka.Transport{ClientID: "txn-test", MetadataTTL: 200 * time.Millisecond}
+	t.Cleanup(tr.CloseIdleConnections)
+	f := &fixture{t: t, cluster: c, tr: tr,
+		client: &kafka.Client{Addr: kafka.TCP(c.ListenAddrs()...), Transport: tr, Timeout: 5 * time.Second}}
+	adm := f.kgo()
+	if _, err := kadm.NewClient(adm).CreateTopic(context.Background(), partitions, 1, nil, "t"); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) kgo(opts ...kgo.Opt) *kgo.Client {
+	f.t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(f.cluster.ListenAddrs()...)}, opts...)...)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(cl.Close)
+	return cl
+}
+
+func (f *fixture) producer(id string) *Producer {
+	f.t.Helper()
+	p, err := New(Config{Client: f.client, TransactionalID: id, Compression: kafka.Lz4, RetryFor: 3 * time.Second})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return p
+}
+
+// committed reads partition p of topic t with franz-go as a read_committed
+// consumer and returns the values, up to the last stable offset.
+func (f *fixture) committed(p int32) []string {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(f.kgo())
+	lso, err := adm.ListCommittedOffsets(ctx, "t")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	end, _ := lso.Lookup("t", p)
+	hw, err := adm.ListEndOffsets(ctx, "t")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	high, _ := hw.Lookup("t", p)
+	if end.Offset != high.Offset {
+		f.t.Fatalf("partition %d: last stable offset %d below high watermark %d: a transaction is still open", p, end.Offset, high.Offset)
+	}
+	cl := f.kgo(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"t": {p: kgo.NewOffset().AtStart()}}),
+		kgo.KeepControlRecords())
+	var recs []*kgo.Record
+	for len(recs) == 0 || recs[len(recs)-1].Offset < end.Offset-1 {
+		if end.Offset == 0 {
+			break
+		}
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			f.t.Fatalf("read t/%d: %v", p, ctx.Err())
+		}
+		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	}
+	var out []string
+	for _, r := range testkit.Committed(recs) {
+		out = append(out, string(r.Value))
+	}
+	return out
+}
+
+func records(prefix string, n int) []Record {
+	out := make([]Record, n)
+	for i := range out {
+		out[i] = Record{Timestamp: time.Now().UnixMilli(), Key: []byte(fmt.Sprint(i)), Value: []byte(fmt.Sprintf("%s%d", prefix, i))}
+	}
+	return out
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCommitMakesRecordsVisible(t *testing.T) {
+	f := newFixture(t, 1, 2)
+	ctx := context.Background()
+	p := f.producer("edge-a")
+	must(t, p.Claim(ctx))
+	must(t, p.Add(ctx, "t", 0, 1))
+	if _, err := p.Produce(ctx, "t", 0, records("a", 3)); err != nil {
+		t.Fatal(err)
+	}
+	base, err := p.Produce(ctx, "t", 0, records("b", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base != 3 {
+		t.Errorf("second batch at offset %d, want 3", base)
+	}
+	if _, err := p.Produce(ctx, "t", 1, records("c", 1)); err != nil {
+		t.Fatal(err)
+	}
+	must(t, p.Commit(ctx))
+	// Sequences continue into the next transaction of the same epoch.
+	must(t, p.Add(ctx, "t", 0))
+	if _, err := p.Produce(ctx, "t", 0, records("d", 1)); err != nil {
+		t.Fatal(err)
+	}
+	must(t, p.Commit(ctx))
+	if got := fmt.Sprint(f.committed(0)); got != "[a0 a1 a2 b0 b1 d0]" {
+		t.Errorf("partition 0 committed %s", got)
+	}
+	if got := fmt.Sprint(f.committed(1)); got != "[c0]" {
+		t.Errorf("partition 1 committed %s", got)
+	}
+}
+
+// TestClaimFencesEarlierOwner: a second producer claiming the same
+// transactional id aborts the first one's open transaction; the first
+// one's produce, add and commit are refused as Fenced, and nothing it wrote
+// becomes visible.
+func TestClaimFencesEarlierOwner(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	ctx := context.Background()
+	old, cur := f.producer("edge-a"), f.producer("edge-a")
+	must(t, old.Claim(ctx))
+	must(t, old.Add(ctx, "t", 0))
+	if _, err := old.Produce(ctx, "t", 0, records("zombie", 3)); err != nil {
+		t.Fatal(err)
+	}
+	must(t, cur.Claim(ctx)) // fences old, aborts its transaction
+	_, oldEpoch, _ := old.Session()
+	_, curEpoch, _ := cur.Session()
+	if curEpoch <= oldEpoch {
+		t.Errorf("new claim has epoch %d, old %d: want a higher epoch", curEpoch, oldEpoch)
+	}
+	err := old.Commit(ctx)
+	if !errors.Is(err, ErrFenced) {
+		t.Fatalf("commit of the fenced producer: %v, want fenced", err)
+	}
+	must(t, cur.Add(ctx, "t", 0))
+	if _, err := cur.Produce(ctx, "t", 0, records("live", 2)); err != nil {
+		t.Fatal(err)
+	}
+	must(t, cur.Commit(ctx))
+	// The zombie claims nothing back by itself: every call needs a claim.
+	if _, err := old.Produce(ctx, "t", 0, records("late", 1)); err == nil {
+		t.Fatal("produce after being fenced succeeded")
+	}
+	if got := fmt.Sprint(f.committed(0)); got != "[live0 live1]" {
+		t.Errorf("committed %s, want only the live owner's records", got)
+	}
+}
+
+// TestFencedProduceRefused: the old owner had not produced yet when it was
+// fenced; its produce (with its old epoch) is refused.
+func TestFencedProduceRefused(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	ctx := context.Background()
+	old, cur := f.producer("edge-a"), f.producer("edge-a")
+	must(t, old.Claim(ctx))
+	must(t, old.Add(ctx, "t", 0))
+	must(t, cur.Claim(ctx))
+	must(t, cur.Add(ctx, "t", 0))
+	if _, err := cur.Produce(ctx, "t", 0, records("live", 1)); err != nil {
+		t.Fatal(err)
+	}
+	must(t, cur.Commit(ctx))
+	// Kafka answers INVALID_PRODUCER_EPOCH (or, verifying with the
+	// coordinator, INVALID_TXN_STATE); either way nothing is appended.
+	_, err := old.Produce(ctx, "t", 0, records("zombie", 1))
+	var te *Error
+	if !errors.As(err, &te) || !(errors.Is(err, kafka.InvalidProducerEpoch) || errors.Is(err, kafka.InvalidTransactionState) ||
+		errors.Is(err, kafka.ProducerFenced)) {
+		t.Fatalf("produce of the fenced producer: %v, want it refused for its old epoch", err)
+	}
+	if got := fmt.Sprint(f.committed(0)); got != "[live0]" {
+		t.Errorf("committed %s", got)
+	}
+}
+
+// TestAbortedTransactionInvisible: after an error the transaction is given
+// up with Abort (a new claim); what it wrote is never visible, and the next
+// transaction starts again at sequence 0 of a new epoch.
+func TestAbortedTransactionInvisible(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	ctx := context.Background()
+	p := f.producer("edge-a")
+	must(t, p.Claim(ctx))
+	must(t, p.Add(ctx, "t", 0))
+	if _, err := p.Produce(ctx, "t", 0, records("gone", 4)); err != nil {
+		t.Fatal(err)
+	}
+	must(t, p.Abort(ctx))
+	must(t, p.Add(ctx, "t", 0))
+	if _, err := p.Produce(ctx, "t", 0, records("kept", 2)); err != nil {
+		t.Fatal(err)
+	}
+	must(t, p.Commit(ctx))
+	if got := fmt.Sprint(f.committed(0)); got != "[kept0 kept1]" {
+		t.Errorf("committed %s", got)
+	}
+}
+
+// TestProduceTimedOutAfterAppendIsWrittenOnce: the broker appends a batch
+// but answers REQUEST_TIMED_OUT (a slow follower); the producer sends the
+// identical batch again and the broker recognises its sequence, so the
+// records are in the log once.
+func TestProduceTimedOutAfterAppendIsWrittenOnce(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	ctx := context.Background()
+	p := f.producer("edge-a")
+	must(t, p.Claim(ctx))
+	must(t, p.Add(ctx, "t", 0))
+	h := f.cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: kerr.RequestTimedOut, Count: 2})
+	defer h.Remove()
+	if _, err := p.Produce(ctx, "t", 0, records("once", 3)); err != nil {
+		t.Fatal(err)
+	}
+	if h.Hits() != 2 {
+		t.Fatalf("fault hit %d times, want 2", h.Hits())
+	}
+	must(t, p.Commit(ctx))
+	if got := fmt.Sprint(f.committed(0)); got != "[once0 once1 once2]" {
+		t.Errorf("committed %s, want each record once", got)
+	}
+}
+
+// TestLeaderMovesDuringProduce: the partition moves to another broker
+// while a produce is answered as timed out after it was appended; the
+// retry goes to the new leader, which knows the sequence.
+func TestLeaderMovesDuringProduce(t *testing.T) {
+	f := newFixture(t, 3, 1)
+	ctx := context.Background()
+	p := f.producer("edge-a")
+	must(t, p.Claim(ctx))
+	must(t, p.Add(ctx, "t", 0))
+	if _, err := p.Produce(ctx, "t", 0, records("a", 2)); err != nil {
+		t.Fatal(err)
+	}
+	leader := f.cluster.LeaderFor("t", 0)
+	h := f.cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: kerr.RequestTimedOut,
+		When: func(kmsg.Request) bool { return true }})
+	defer h.Remove()
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Produce(ctx, "t", 0, records("b", 2))
+		done <- err
+	}()
+	if err := h.Wait(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	h.Remove()
+	must(t, f.cluster.MoveTopicPartition("t", 0, (leader+1)%3))
+	select {
+	case err := <-done:
+		must(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("produce did not finish after the leader moved")
+	}
+	must(t, p.Commit(ctx))
+	if got := fmt.Sprint(f.committed(0)); got != "[a0 a1 b0 b1]" {
+		t.Errorf("committed %s", got)
+	}
+}
+
+// TestRefusedRecord: a batch larger than the topic allows is Refused, not
+// retried.
+func TestRefusedRecord(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	ctx := context.Background()
+	h := f.cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Err: kerr.MessageTooLarge})
+	defer h.Remove()
+	p := f.producer("edge-a")
+	must(t, p.Claim(ctx))
+	must(t, p.Add(ctx, "t", 0))
+	_, err := p.Produce(ctx, "t", 0, records("big", 1))
+	if !errors.Is(err, ErrRefused) || !errors.Is(err, kafka.MessageSizeTooLarge) {
+		t.Fatalf("produce: %v, want refused with MESSAGE_TOO_LARGE", err)
+	}
+	if h.Hits() != 1 {
+		t.Errorf("refused produce sent %d times, want once", h.Hits())
+	}
+	if _, err := p.Produce(ctx, "t", 0, records("x", 1)); err == nil {
+		t.Error("produce after an error without a new claim succeeded")
+	}
+}
+
+func TestProduceUnaddedPartition(t *testing.T) {
+	f := newFixture(t, 1, 2)
+	ctx := context.Background()
+	p := f.producer("edge-a")
+	if _, err := p.Produce(ctx, "t", 0, records("x", 1)); err == nil {
+		t.Fatal("produce before claim succeeded")
+	}
+	must(t, p.Claim(ctx))
+	must(t, p.Add(ctx, "t", 0))
+	if _, err := p.Produce(ctx, "t", 1, records("x", 1)); err == nil {
+		t.Fatal("produce to a partition not in the transaction succeeded")
+	}
+}
+
+// TestClaimRetriesConcurrentTransactions: the coordinator answers
+// CONCURRENT_TRANSACTIONS while a fenced transaction is being aborted;
+// Claim retries until it is done.
+func TestClaimRetriesConcurrentTransactions(t *testing.T) {
+	f := newFixture(t, 1, 1)
+	h := f.cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.InitProducerID}, Err: kerr.ConcurrentTransactions, Count: 3, TopLevel: true})
+	defer h.Remove()
+	p := f.producer("edge-a")
+	must(t, p.Claim(context.Background()))
+	if h.Hits() != 3 {
+		t.Errorf("claim saw %d CONCURRENT_TRANSACTIONS, want 3", h.Hits())
+	}
+}
