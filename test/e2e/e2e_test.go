@@ -53,3 +53,7 @@ func TestTransactionsNewTopicsAndPartitions(t *testing.T) {
 	scenario.Transactions(t, clusters)
 }
 func TestEdgeRetentionLossIsReported(t *testing.T) { scenario.EdgeRetention(t, clusters) }
+
+// TestTwoAggregators: two aggregators behind a balancer that moves the edge
+// every 1-3 s and sometimes freezes the one left behind.
+func TestTwoAggregators(t *testing.T) { scenario.TwoAggregators(t, clusters, 30000, 7) }

@@ -243,3 +243,19 @@ func Scrape(ctx context.Context, addr string) (map[string]float64, error) {
 	}
 	return out, sc.Err()
 }
+
+// Freeze stops the process with SIGSTOP (a GC pause, a VM migration): it
+// holds its connections and its state, and answers nothing until Thaw.
+func (p *Proc) Freeze() { p.signal(syscall.SIGSTOP) }
+
+// Thaw lets a frozen process run on (SIGCONT).
+func (p *Proc) Thaw() { p.signal(syscall.SIGCONT) }
+
+func (p *Proc) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd != nil && cmd.Process != nil {
+		_ = cmd.Process.Signal(sig)
+	}
+}

@@ -14,7 +14,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/edgemirror/edgemirror/internal/provenance"
 	"github.com/edgemirror/edgemirror/internal/testkit"
+	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
 // Provenance header keys (duplicated from internal/provenance on purpose:
@@ -564,4 +566,35 @@ func FromTopic(ctx context.Context, brokers []string, topic string) (*Produced, 
 		}
 	}
 	return out, n, nil
+}
+
+// Duplicates counts the committed records of hub topics whose provenance
+// (topic, partition, source offset) an earlier record already had.
+func Duplicates(ctx context.Context, hubBrokers []string, hubTopics ...string) (int, error) {
+	got, err := ReadAll(ctx, hubBrokers, hubTopics...)
+	if err != nil {
+		return 0, err
+	}
+	seen := make(map[string]bool)
+	dups := 0
+	for _, parts := range got {
+		for _, recs := range parts {
+			for _, r := range recs {
+				hs := make([]wire.Header, len(r.Headers))
+				for i, h := range r.Headers {
+					hs[i] = wire.Header{Key: h.Key, Value: h.Value}
+				}
+				o, ok := provenance.Parse(hs)
+				if !ok {
+					continue
+				}
+				k := fmt.Sprintf("%s/%d/%d", o.Topic, o.Partition, o.Offset)
+				if seen[k] {
+					dups++
+				}
+				seen[k] = true
+			}
+		}
+	}
+	return dups, nil
 }
