@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"sort"
 	"time"
 
@@ -88,13 +87,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 
-	base, err := url.Parse(a.cfg.Aggregator)
+	urls, err := parseAggregators(a.cfg.Aggregator)
 	if err != nil {
 		return fmt.Errorf("parse --aggregator: %w", err)
 	}
-	hc := newHTTPClient(ctx, base, newLimiter(a.cfg.Bandwidth), a.m)
+	eps := newEndpoints(a.log, urls, a.cfg.resolver)
+	hc := newHTTPClient(ctx, eps, newLimiter(a.cfg.Bandwidth), a.m)
 	defer hc.CloseIdleConnections()
-	sh := &shipper{cfg: &a.cfg, log: a.log, store: store, client: hc, base: base, m: a.m}
+	sh := &shipper{cfg: &a.cfg, log: a.log, store: store, client: hc, eps: eps, m: a.m}
 
 	a.log.Info("agent started", slog.String("brokers", fmt.Sprint(a.cfg.Brokers)),
 		slog.String("aggregator", a.cfg.Aggregator), slog.Uint64("epoch", store.Epoch()),

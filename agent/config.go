@@ -1,9 +1,9 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -79,15 +79,18 @@ func (s StartOffset) String() string {
 // Config is everything an Agent needs. Build it with DefaultConfig, change
 // what you need, and call Validate (New does).
 type Config struct {
-	EdgeID           string
-	Brokers          []string
-	Topics           string // regular expression, matched against the whole topic name
-	ExcludeTopics    string // regular expression; empty excludes nothing
-	StartOffset      StartOffset
-	BufferDir        string
-	BufferMaxBytes   int64
-	BufferFull       buffer.Policy
-	Aggregator       string // base URL, http:// or https://
+	EdgeID         string
+	Brokers        []string
+	Topics         string // regular expression, matched against the whole topic name
+	ExcludeTopics  string // regular expression; empty excludes nothing
+	StartOffset    StartOffset
+	BufferDir      string
+	BufferMaxBytes int64
+	BufferFull     buffer.Policy
+	// Aggregator is one or more comma-separated base URLs, http:// or
+	// https://; a host name resolving to several addresses counts as
+	// several endpoints.
+	Aggregator       string
 	BatchBytes       int
 	Linger           time.Duration
 	Bandwidth        int64 // bytes/s on the wire towards the aggregator; 0 = unlimited
@@ -102,6 +105,9 @@ type Config struct {
 
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics registered
+
+	// resolver replaces DNS in tests (nil: the system resolver).
+	resolver func(ctx context.Context, host string) ([]string, error)
 }
 
 // DefaultConfig returns a Config with every default set. EdgeID, Brokers and
@@ -157,9 +163,8 @@ func (c *Config) Validate() error {
 	if c.BufferMaxBytes < buffer.MinMaxBytes {
 		return bad("--buffer-max-bytes", c.BufferMaxBytes, "must be at least %d bytes", buffer.MinMaxBytes)
 	}
-	u, err := url.Parse(c.Aggregator)
-	if c.Aggregator == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return bad("--aggregator", c.Aggregator, "must be an http:// or https:// URL such as http://aggregator.example:8080")
+	if _, err := parseAggregators(c.Aggregator); err != nil {
+		return bad("--aggregator", c.Aggregator, "%v", err)
 	}
 	if c.BatchBytes < 1024 || c.BatchBytes > MaxBatchBytes {
 		return bad("--batch-bytes", c.BatchBytes, "must be between 1KiB and %d bytes", MaxBatchBytes)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -337,7 +338,7 @@ func TestHTTPClientWireBytes(t *testing.T) {
 	defer cancel()
 	base, _ := url.Parse(srv.URL)
 	m := newMetrics()
-	hc := newHTTPClient(ctx, base, newLimiter(4<<20), m)
+	hc := newHTTPClient(ctx, newEndpoints(slog.New(slog.DiscardHandler), []*url.URL{base}, nil), newLimiter(4<<20), m)
 	body := bytes.Repeat([]byte("x"), 300<<10)
 	for i := 0; i < 3; i++ {
 		resp, err := hc.Post(srv.URL+"/v1/chunks", "application/octet-stream", bytes.NewReader(body))

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -130,14 +131,22 @@ func (s *shipper) probe(ctx context.Context) error {
 func (s *shipper) healthy(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, s.probeInterval+5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base.JoinPath("/healthz").String(), nil)
+	ep, gen := s.eps.current()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.url.JoinPath("/healthz").String(), nil)
 	if err != nil {
 		return false
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
+		// Try the next endpoint at the next probe.
+		s.eps.failed(gen, true, err.Error())
 		return false
 	}
 	drain(resp)
-	return resp.StatusCode == http.StatusOK
+	if resp.StatusCode != http.StatusOK {
+		s.eps.failed(gen, true, fmt.Sprintf("health check answered %d", resp.StatusCode))
+		return false
+	}
+	s.eps.ok(gen)
+	return true
 }

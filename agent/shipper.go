@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -42,16 +42,21 @@ type shipper struct {
 	log    *slog.Logger
 	store  *buffer.Store
 	client *http.Client
-	base   *url.URL
+	eps    *endpoints
 	m      *metrics
 
 	link          *link
 	probeInterval time.Duration
 }
 
-func newHTTPClient(ctx context.Context, base *url.URL, lim *rate.Limiter, m *metrics) *http.Client {
+func newHTTPClient(ctx context.Context, eps *endpoints, lim *rate.Limiter, m *metrics) *http.Client {
+	dial := dialer(ctx, lim, m)
 	tr := &http.Transport{
-		DialContext:           dialer(ctx, lim, m),
+		// Dial the resolved address of the endpoint in use; the request
+		// keeps the URL's host name (Host header, TLS server name).
+		DialContext: func(dctx context.Context, network, addr string) (net.Conn, error) {
+			return dial(dctx, network, eps.dialAddr(addr))
+		},
 		ForceAttemptHTTP2:     true,
 		TLSHandshakeTimeout:   30 * time.Second,
 		ResponseHeaderTimeout: 0, // bounded per request by its context
@@ -64,7 +69,7 @@ func newHTTPClient(ctx context.Context, base *url.URL, lim *rate.Limiter, m *met
 		},
 	}
 	var p http.Protocols
-	if base.Scheme == "http" {
+	if eps.urls[0].Scheme == "http" {
 		// Prior-knowledge HTTP/2 over plain TCP (h2c): one connection
 		// multiplexes every chunk in flight.
 		p.SetUnencryptedHTTP2(true)
@@ -73,6 +78,8 @@ func newHTTPClient(ctx context.Context, base *url.URL, lim *rate.Limiter, m *met
 		p.SetHTTP1(true)
 	}
 	tr.Protocols = &p
+	// Connections to the endpoint left behind are not reused.
+	eps.onMove = tr.CloseIdleConnections
 	return &http.Client{Transport: tr}
 }
 
@@ -106,7 +113,8 @@ func (s *shipper) setIdentity(req *http.Request) {
 func (s *shipper) resume(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base.JoinPath(wire.PathResume).String(), nil)
+	ep, _ := s.eps.current()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.url.JoinPath(wire.PathResume).String(), nil)
 	if err != nil {
 		return
 	}
@@ -237,7 +245,18 @@ func (s *shipper) send(ctx context.Context, ch buffer.Chunk) (out outcome, retry
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, s.base.JoinPath(wire.PathChunks).String(), bytes.NewReader(ch.Frame))
+	ep, gen := s.eps.current()
+	defer func() {
+		switch out {
+		case outcomeNetwork:
+			s.eps.failed(gen, true, reason)
+		case outcomeRetry:
+			s.eps.failed(gen, false, reason)
+		default:
+			s.eps.ok(gen)
+		}
+	}()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, ep.url.JoinPath(wire.PathChunks).String(), bytes.NewReader(ch.Frame))
 	if err != nil {
 		return outcomeRetry, 0, err.Error()
 	}
@@ -361,7 +380,8 @@ func (s *shipper) sendLossBatch(ctx context.Context, losses []buffer.Loss) error
 	}
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, s.base.JoinPath(wire.PathLosses).String(), bytes.NewReader(body))
+	ep, _ := s.eps.current()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, ep.url.JoinPath(wire.PathLosses).String(), bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -169,14 +168,16 @@ func newTestShipper(t *testing.T, ctx context.Context, base string) *shipper {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	u, err := url.Parse(base)
+	urls, err := parseAggregators(base)
 	if err != nil {
 		t.Fatal(err)
 	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	eps := newEndpoints(log, urls, nil)
 	m := newMetrics()
-	hc := newHTTPClient(ctx, u, nil, m)
+	hc := newHTTPClient(ctx, eps, nil, m)
 	t.Cleanup(hc.CloseIdleConnections)
-	return &shipper{cfg: &cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store, client: hc, base: u, m: m}
+	return &shipper{cfg: &cfg, log: log, store: store, client: hc, eps: eps, m: m}
 }
 
 // startRealAggregator runs the real aggregator (its hub is never used by

@@ -227,7 +227,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cmd.choice(&policy, "buffer-full", []string{"block", "drop-oldest"},
 		"when the buffer is full: block (stop reading; edge retention holds the data) or drop-oldest (delete the oldest unsent chunks, logged, counted and reported)")
 	cmd.section("Shipping")
-	cmd.str(&cfg.Aggregator, "aggregator", "aggregator base URL, http:// or https:// (required)")
+	cmd.str(&cfg.Aggregator, "aggregator", "aggregator base URLs, comma-separated, http:// or https:// (required); a name resolving to several addresses counts as several endpoints, resolved again on every move; the agent moves to the next endpoint when one is unreachable or fails three times in a row, and stays on a healthy one")
 	cmd.bytes(&batchBytes, "batch-bytes", "uncompressed bytes at which a chunk is cut")
 	cmd.duration(&cfg.Linger, "linger", "longest wait before a partial chunk is cut")
 	cmd.rate(&cfg.Bandwidth, "bandwidth", "cap on bytes on the wire to the aggregator, e.g. 512KiB/s or 4Mbit/s; 0 is unlimited")

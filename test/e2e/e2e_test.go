@@ -57,3 +57,7 @@ func TestEdgeRetentionLossIsReported(t *testing.T) { scenario.EdgeRetention(t, c
 // TestTwoAggregators: two aggregators behind a balancer that moves the edge
 // every 1-3 s and sometimes freezes the one left behind.
 func TestTwoAggregators(t *testing.T) { scenario.TwoAggregators(t, clusters, 30000, 7) }
+
+// TestAgentFailover: a dead endpoint, then a killed aggregator; the agent
+// moves on each time.
+func TestAgentFailover(t *testing.T) { scenario.AgentFailover(t, clusters) }

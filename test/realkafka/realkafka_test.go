@@ -138,3 +138,9 @@ func TestEdgeBrokerKilledAndRestarted(t *testing.T) {
 		func(ctx context.Context) error { return edge.Kill(ctx) },
 		func(ctx context.Context) error { return edge.Restart(ctx) })
 }
+
+// TestTwoAggregators and TestKafka39TwoAggregators: two aggregators behind
+// a balancer that moves the edge every 1-3 s and sometimes freezes the one
+// left behind; exactly once, record by record.
+func TestTwoAggregators(t *testing.T)        { scenario.TwoAggregators(t, kafka4, 30000, 7) }
+func TestKafka39TwoAggregators(t *testing.T) { scenario.TwoAggregators(t, shared(Version39), 30000, 7) }

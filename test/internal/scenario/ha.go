@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -85,5 +86,27 @@ func TwoAggregators(t *testing.T, clusters Clusters, records int, seed uint64) {
 		if !a.Running() {
 			t.Errorf("aggregator %d exited:\n%s", i, a.Tail(30))
 		}
+	}
+}
+
+// AgentFailover: the agent is given a dead endpoint and two aggregators;
+// it finds a live one, and when that one is killed mid-stream it moves to
+// the other. Every record arrives exactly once.
+func AgentFailover(t *testing.T, clusters Clusters) {
+	e := New(t, clusters)
+	second := harness.StartAggregator(t, e.Hub.Brokers(), "")
+	dead := fmt.Sprintf("http://127.0.0.1:%d", harness.FreePort(t))
+	e.Agent = harness.StartAgent(e.T, e.EdgeID, e.Edge.Brokers(), dead+",http://"+e.Agg.Addr+",http://"+second.Addr,
+		e.BufferDir(), "--topics", e.Topic, "--batch-bytes", "16KiB", "--max-backoff", "1s")
+	stop := e.ProduceInBackground(100)
+	e.WaitHubGrowth(2000)
+	// Whichever aggregator the agent uses now is killed.
+	e.Agg.Kill()
+	e.WaitHubGrowth(2000)
+	stop()
+	e.WaitAll()
+	e.Check(nil)
+	if !e.Agent.LogContains("moving to the next aggregator endpoint") {
+		t.Errorf("the agent never logged a move between endpoints:\n%s", e.Agent.Tail(30))
 	}
 }
