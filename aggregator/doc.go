@@ -3,26 +3,34 @@
 //
 // # Basics
 //
-//	agent ══HTTP/2══► server ──► edge sequencer ──► dedupe ──► hub writer ──► hub Kafka
-//	                  (limits,    (per edge+epoch:   (watermark   (kafka-go Client.Produce,
-//	                   identity)   seq order)         per source   acks=all, one batch per
-//	                                                  partition)   partition at a time)
+//	agent ══HTTP/2══► server ──► edge sequencer ──► edge writer ──► hub Kafka
+//	                  (limits,    (per edge+epoch:   (dedupe by        (one transaction per
+//	                   identity)   seq order, group   watermark, txn    group of chunks, under
+//	                               commit)            producer)         the edge's transactional id)
 //
-// A chunk is answered 200 only after the hub acknowledged every record in it
-// with acks=all. Chunks of one edge are applied one at a time in sequence
-// order; different edges are applied in parallel, so a slow or broken edge
-// never stalls the others.
+// A chunk is answered 200 only after the hub transaction that holds its
+// records committed. Chunks of one edge are applied in sequence order, every
+// ready chunk of the edge in one transaction; different edges are applied in
+// parallel, so a slow or broken edge never stalls the others.
 //
-// # Deduplication
+// # Fencing and deduplication
 //
 // The identity of a record is (edge, source topic, source partition, source
-// offset). For each (edge, topic, partition) the aggregator keeps a watermark,
-// the highest source offset known to be in the hub, and drops every record at
-// or below it. The watermark is never trusted from local state: the first
-// time a partition is touched after start, and after any produce error whose
-// outcome is unknown, it is derived from the hub itself by reading the
-// provenance headers of the last records of the destination partition. An
-// aggregator with an empty --state-dir is therefore still exactly-once.
+// offset). Hub writes of an edge go through Kafka transactions under one
+// transactional id per edge (package txn). Taking the id (InitProducerId)
+// fences every other aggregator writing for the edge and aborts its open
+// transaction. Under that claim the watermark of each (edge, topic,
+// partition) — the highest source offset the hub committed — is derived from
+// the provenance headers of the committed tail of the destination partition,
+// and every record at or below it is dropped. Nothing in a process's memory
+// outlives its claim: a fenced aggregator's writes are refused by the hub,
+// and it derives everything again when it next takes the edge. Any number
+// of aggregators may serve an edge, and an empty --state-dir is still
+// exactly-once.
+//
+// An ambiguous write is resolved by the protocol: the identical batch again
+// (the leader dedupes it by sequence number), or the transaction abandoned
+// and aborted by the next claim. Nothing waits for the hub to look quiet.
 //
 // # State
 //
@@ -33,13 +41,9 @@
 //
 // # Caveats
 //
-// A produce whose outcome is unknown (a timeout, a broken connection) may be
-// appended by the hub after the aggregator looked at the partition's tail.
-// Before re-deriving a watermark after such an error the aggregator waits
-// until the partition's high watermark stops moving for SettleTime.
-//
 // When the hub permanently refuses a record (for example larger than the
 // topic's max.message.bytes) the chunk is answered 422 and the agent reports
-// the chunk's ranges as lost, although records of other partitions of that
-// chunk may already be in the hub.
+// the chunk's ranges as lost; its transaction is aborted, so none of its
+// records is in the hub. Other chunks of the same transaction are answered
+// 503 and retried.
 package aggregator
