@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/edgemirror/edgemirror/internal/wire"
@@ -115,4 +117,58 @@ func TestTwoAggregatorsInterleaved(t *testing.T) {
 	if got := fmt.Sprint(sourceOffsets(t, readHub(t, hub, "e1.sensors")[0])); got != fmt.Sprint(seqOffsets(0, 200)) {
 		t.Errorf("hub holds %s, want 0..199 once each", got)
 	}
+}
+
+// TestHubLeaderMovesAndSlowProduces: while an edge's chunks are written,
+// the hub's partition leaders move between brokers and produces are
+// answered REQUEST_TIMED_OUT after they were appended (a slow follower).
+// Every record is in the hub once, in order.
+func TestHubLeaderMovesAndSlowProduces(t *testing.T) {
+	hub, err := kfake.NewCluster(kfake.NumBrokers(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(hub.Close)
+	s := newTestServer(t, hub, "", nil)
+	f := newFrameBuilder(t)
+	topics := []wire.Topic{{Name: "sensors", Partitions: 2}}
+	const chunks, per = 30, 20
+	moves, slow := 0, 0
+	for seq := uint64(1); seq <= chunks; seq++ {
+		if seq > 1 && seq%3 == 0 {
+			for p := int32(0); p < 2; p++ {
+				if err := hub.MoveTopicPartition("e1.sensors", p, (hub.LeaderFor("e1.sensors", p)+1)%3); err != nil {
+					t.Fatal(err)
+				}
+				moves++
+			}
+		}
+		var h *kfake.FaultHandle
+		if seq%4 == 0 {
+			h = hub.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "e1.sensors", Err: kerr.RequestTimedOut})
+			slow++
+		}
+		frame := f.frame(chunkOf(seq, topics, sensorRecords("sensors", 0, int64(seq-1)*per, per),
+			sensorRecords("sensors", 1, int64(seq-1)*per, per)))
+		r := s.send(t, "e1", 1, seq, frame)
+		for i := 0; r.status == http.StatusServiceUnavailable && i < 5; i++ {
+			r = s.send(t, "e1", 1, seq, frame) // as the agent retries
+		}
+		if r.status != http.StatusOK || r.ok.Written+r.ok.Duplicates != 2*per {
+			t.Fatalf("seq %d: %v", seq, r)
+		}
+		if h != nil {
+			if h.Hits() != 1 {
+				t.Errorf("seq %d: slow-produce fault hit %d times", seq, h.Hits())
+			}
+			h.Remove()
+		}
+	}
+	recs := readHub(t, hub, "e1.sensors")
+	for p := int32(0); p < 2; p++ {
+		if got := fmt.Sprint(sourceOffsets(t, recs[p])); got != fmt.Sprint(seqOffsets(0, chunks*per)) {
+			t.Errorf("partition %d holds %d records, want 0..%d once each, in order", p, len(recs[p]), chunks*per-1)
+		}
+	}
+	t.Logf("%d leader moves, %d produces answered timed out after appending", moves, slow)
 }

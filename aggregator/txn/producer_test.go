@@ -351,3 +351,85 @@ func TestClaimRetriesConcurrentTransactions(t *testing.T) {
 		t.Errorf("claim saw %d CONCURRENT_TRANSACTIONS, want 3", h.Hits())
 	}
 }
+
+// TestErrorCodes: every answer the notes name, on the call that gets it,
+// is classified as the writer needs it: retried in place, fenced, refused,
+// or giving up the transaction (unavailable).
+func TestErrorCodes(t *testing.T) {
+	for _, tc := range []struct {
+		key     kmsg.Key
+		code    *kerr.Error
+		kind    Kind
+		retried bool // the identical request is sent again and then succeeds
+	}{
+		{kmsg.Produce, kerr.NotLeaderForPartition, Unavailable, true},
+		{kmsg.Produce, kerr.RequestTimedOut, Unavailable, true},
+		{kmsg.Produce, kerr.NotEnoughReplicas, Unavailable, true},
+		{kmsg.Produce, kerr.InvalidProducerEpoch, Fenced, false},
+		{kmsg.Produce, kerr.InvalidProducerIDMapping, Fenced, false},
+		{kmsg.Produce, kerr.InvalidTxnState, Unavailable, false},
+		{kmsg.Produce, kerr.OutOfOrderSequenceNumber, Unavailable, false},
+		{kmsg.Produce, kerr.MessageTooLarge, Refused, false},
+		{kmsg.Produce, kerr.InvalidTimestamp, Refused, false},
+		{kmsg.Produce, kerr.CorruptMessage, Refused, false},
+		{kmsg.AddPartitionsToTxn, kerr.ConcurrentTransactions, Unavailable, true},
+		{kmsg.AddPartitionsToTxn, kerr.ProducerFenced, Fenced, false},
+		{kmsg.AddPartitionsToTxn, kerr.InvalidProducerEpoch, Fenced, false},
+		{kmsg.EndTxn, kerr.ConcurrentTransactions, Unavailable, true},
+		{kmsg.EndTxn, kerr.ProducerFenced, Fenced, false},
+		{kmsg.EndTxn, kerr.InvalidTxnState, Unavailable, false},
+	} {
+		t.Run(fmt.Sprintf("%s/%s", tc.key.Name(), tc.code.Message), func(t *testing.T) {
+			f := newFixture(t, 1, 1)
+			ctx := context.Background()
+			p := f.producer("edge-a")
+			must(t, p.Claim(ctx))
+			fault := kfake.Fault{Keys: []kmsg.Key{tc.key}, Err: tc.code}
+			if tc.key == kmsg.EndTxn {
+				fault.TopLevel = true
+			}
+			if tc.key == kmsg.Produce && tc.code == kerr.RequestTimedOut {
+				fault.Count = 1
+			}
+			var h *kfake.FaultHandle
+			if tc.key == kmsg.AddPartitionsToTxn {
+				h = f.cluster.Fault(fault)
+			}
+			err := p.Add(ctx, "t", 0)
+			if err == nil && tc.key == kmsg.Produce {
+				h = f.cluster.Fault(fault)
+				_, err = p.Produce(ctx, "t", 0, records("x", 2))
+			}
+			if err == nil && tc.key == kmsg.EndTxn {
+				if _, err = p.Produce(ctx, "t", 0, records("x", 2)); err != nil {
+					t.Fatal(err)
+				}
+				h = f.cluster.Fault(fault)
+				err = p.Commit(ctx)
+			}
+			defer h.Remove()
+			if tc.retried {
+				if err != nil {
+					t.Fatalf("error %v, want it retried to success", err)
+				}
+				if h.Hits() != 1 {
+					t.Errorf("fault hit %d times, want once then a successful retry", h.Hits())
+				}
+				return
+			}
+			var te *Error
+			if !errors.As(err, &te) || te.Kind != tc.kind {
+				t.Fatalf("error %v, want kind %s", err, tc.kind)
+			}
+			if !errors.Is(err, tc.code) && !errors.Is(err, kafka.Error(tc.code.Code)) {
+				t.Errorf("error %v does not wrap the broker's answer %v", err, tc.code)
+			}
+			if tc.kind != Unavailable && h.Hits() != 1 {
+				t.Errorf("a %s answer was sent %d times, want once", tc.kind, h.Hits())
+			}
+			if _, _, claimed := p.Session(); claimed {
+				t.Error("producer still claims the id after an error: its next use must claim again")
+			}
+		})
+	}
+}
