@@ -3,6 +3,7 @@ package aggregator
 import (
 	"fmt"
 	"net/http"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -171,4 +172,70 @@ func TestHubLeaderMovesAndSlowProduces(t *testing.T) {
 		}
 	}
 	t.Logf("%d leader moves, %d produces answered timed out after appending", moves, slow)
+}
+
+// TestHubRefusesOneTimestamp: the hub refuses one record's timestamp
+// (INVALID_TIMESTAMP, as Kafka 4 does for timestamps too far ahead) without
+// naming it; the partition is written one record per batch until the
+// record is found, and only that record is recorded as lost.
+func TestHubRefusesOneTimestamp(t *testing.T) {
+	hub := newHubCluster(t)
+	s := newTestServer(t, hub, "", nil)
+	f := newFrameBuilder(t)
+	const future = int64(4102444800000) // 2100-01-01
+	h := hub.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.InvalidTimestamp, Count: -1,
+		When: func(req kmsg.Request) bool {
+			for _, tp := range req.(*kmsg.ProduceRequest).Topics {
+				for _, p := range tp.Partitions {
+					var rb kmsg.RecordBatch
+					if rb.ReadFrom(p.Records) == nil && rb.MaxTimestamp >= future {
+						return true
+					}
+				}
+			}
+			return false
+		}})
+	defer h.Remove()
+	topics := []wire.Topic{{Name: "sensors", Partitions: 2}}
+	recs := sensorRecords("sensors", 0, 0, 10)
+	recs[6].Timestamp = future
+	a := s.send(t, "e1", 1, 1, f.frame(chunkOf(1, topics, recs, sensorRecords("sensors", 1, 0, 4))))
+	want := []wire.LossRange{{Topic: "sensors", Partition: 0, FirstOffset: 6, LastOffset: 6, Records: 1, Reason: wire.LossReasonRefusedByHub}}
+	if a.status != http.StatusOK || a.ok.Written != 13 || !reflect.DeepEqual(a.ok.Refused, want) {
+		t.Fatalf("answer %v, want 200 with 13 written and offset 6 refused", a)
+	}
+	hubRecs := readHub(t, hub, "e1.sensors")
+	if got := fmt.Sprint(sourceOffsets(t, hubRecs[0])); got != "[0 1 2 3 4 5 7 8 9]" {
+		t.Errorf("partition 0 holds %s", got)
+	}
+	if got := fmt.Sprint(sourceOffsets(t, hubRecs[1])); got != "[0 1 2 3]" {
+		t.Errorf("partition 1 holds %s", got)
+	}
+}
+
+// TestHubAuthorizationRefusalRetried: a missing ACL is an operator's
+// mistake: the chunk is answered retryable (never 422, never lost), and
+// written once the ACL is there.
+func TestHubAuthorizationRefusalRetried(t *testing.T) {
+	hub := newHubCluster(t)
+	s := newTestServer(t, hub, "", nil)
+	f := newFrameBuilder(t)
+	topics := []wire.Topic{{Name: "sensors", Partitions: 1}}
+	frame := f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 5)))
+	if a := s.send(t, "e1", 1, 1, frame); a.status != 200 {
+		t.Fatalf("first chunk: %v", a)
+	}
+	h := hub.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.TopicAuthorizationFailed, Count: -1})
+	frame = f.frame(chunkOf(2, topics, sensorRecords("sensors", 0, 5, 5)))
+	a := s.send(t, "e1", 1, 2, frame)
+	if a.status != http.StatusServiceUnavailable || a.err.Permanent {
+		t.Fatalf("chunk refused by an ACL: %v, want a retryable 503", a)
+	}
+	h.Remove()
+	if a = s.send(t, "e1", 1, 2, frame); a.status != 200 || a.ok.Written != 5 {
+		t.Fatalf("after the ACL was fixed: %v", a)
+	}
+	if got := fmt.Sprint(sourceOffsets(t, readHub(t, hub, "e1.sensors")[0])); got != fmt.Sprint(seqOffsets(0, 10)) {
+		t.Errorf("hub holds %s", got)
+	}
 }

@@ -52,6 +52,10 @@ type edgeWriter struct {
 	edge string
 	prod *txn.Producer
 	wms  map[sourceKey]int64 // -1: nothing in the hub yet; missing: not derived under this claim
+	// singles are partitions whose hub topic refused a whole batch without
+	// naming a record: they are written one record per batch until the
+	// refused record is found.
+	singles map[sourceKey]bool
 }
 
 func (h *hub) newEdgeWriter(edge string) (*edgeWriter, error) {
@@ -65,13 +69,24 @@ func (h *hub) newEdgeWriter(edge string) (*edgeWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &edgeWriter{h: h, edge: edge, prod: p, wms: make(map[sourceKey]int64)}, nil
+	return &edgeWriter{h: h, edge: edge, prod: p, wms: make(map[sourceKey]int64), singles: make(map[sourceKey]bool)}, nil
 }
 
 // chunkResult is what applying one chunk did.
 type chunkResult struct {
 	written, duplicates int
+	refused             []wire.LossRange // records the hub refused for good
 }
+
+// refusal is a source record the hub refused for good, and why.
+type refusal struct {
+	key    sourceKey
+	offset int64
+}
+
+// maxRefusalRounds bounds how many times one group is written again after
+// the hub refused single records of it.
+const maxRefusalRounds = 16
 
 // group is the run of a chunk's records for one source partition, in order.
 type group struct {
@@ -85,8 +100,8 @@ type partWrite struct {
 	key     sourceKey
 	dest    string
 	records []txn.Record
-	owner   []int // index of the chunk each record comes from
-	last    int64 // source offset of the last record
+	owner   []int   // index of the chunk each record comes from
+	offsets []int64 // source offset of each record
 }
 
 // apply writes the records of the given chunks that the hub does not have
@@ -94,6 +109,48 @@ type partWrite struct {
 // or an error for the whole transaction: then nothing of it is visible, and
 // every chunk may be applied again.
 func (w *edgeWriter) apply(ctx context.Context, chunks []*wire.Chunk) ([]chunkResult, error) {
+	refused := make(map[refusal]string)
+	for round := 0; ; round++ {
+		res, err := w.attempt(ctx, chunks, refused)
+		var be *batchError
+		if err == nil || round == maxRefusalRounds || !errors.As(err, &be) || be.err.Kind != txn.Refused {
+			if err != nil {
+				return nil, w.failed(err, chunks)
+			}
+			return res, nil
+		}
+		// The hub refused records of one batch: leave out the ones it
+		// named (or, if it named none, find them by writing that
+		// partition one record per batch) and write the group again in a
+		// new transaction.
+		w.forget()
+		w.h.m.produceErrors.WithLabelValues(be.err.Kind.String()).Inc()
+		if len(be.err.RecordErrors) == 0 && len(be.records) == 1 {
+			be.err.RecordErrors = map[int]error{0: be.err.Err}
+		}
+		if len(be.err.RecordErrors) == 0 {
+			w.singles[be.pw.key] = true
+			continue
+		}
+		for i, rerr := range be.err.RecordErrors {
+			if i < 0 || i >= len(be.offsets) {
+				continue
+			}
+			reason := fmt.Sprintf("%v", be.err.Err)
+			if rerr != nil && rerr.Error() != "" {
+				reason = fmt.Sprintf("%v: %v", be.err.Err, rerr)
+			}
+			refused[refusal{key: be.pw.key, offset: be.offsets[i]}] = reason
+			w.h.log.Error("hub refused a record for good; it is recorded as lost and the rest of its chunk is written",
+				slog.String("edge", w.edge), slog.String("topic", be.pw.key.topic), slog.Int("partition", int(be.pw.key.partition)),
+				slog.Int64("offset", be.offsets[i]), slog.String("hub_topic", be.pw.dest), slog.String("reason", reason))
+		}
+	}
+}
+
+// attempt writes one group in one transaction, leaving out the refused
+// records.
+func (w *edgeWriter) attempt(ctx context.Context, chunks []*wire.Chunk, refused map[refusal]string) ([]chunkResult, error) {
 	if _, _, claimed := w.prod.Session(); !claimed {
 		if err := w.claim(ctx); err != nil {
 			return nil, err
@@ -129,6 +186,12 @@ func (w *edgeWriter) apply(ctx context.Context, chunks []*wire.Chunk) ([]chunkRe
 					res[ci].duplicates++
 					continue
 				}
+				if _, ok := refused[refusal{key: g.key, offset: r.Offset}]; ok {
+					res[ci].refused = append(res[ci].refused, wire.LossRange{Topic: r.Topic, Partition: r.Partition,
+						FirstOffset: r.Offset, LastOffset: r.Offset, Records: 1, Reason: wire.LossReasonRefusedByHub})
+					wm = r.Offset
+					continue
+				}
 				if pw == nil {
 					pw = &partWrite{key: g.key, dest: g.dest}
 					index[g.key] = pw
@@ -136,7 +199,7 @@ func (w *edgeWriter) apply(ctx context.Context, chunks []*wire.Chunk) ([]chunkRe
 				}
 				pw.records = append(pw.records, hubRecord(w.edge, r))
 				pw.owner = append(pw.owner, ci)
-				pw.last = r.Offset
+				pw.offsets = append(pw.offsets, r.Offset)
 				wm = r.Offset
 				res[ci].written++
 			}
@@ -145,11 +208,11 @@ func (w *edgeWriter) apply(ctx context.Context, chunks []*wire.Chunk) ([]chunkRe
 	}
 	if len(writes) > 0 {
 		if err := w.write(ctx, writes); err != nil {
-			return nil, w.failed(err, writes, chunks)
+			return nil, err
 		}
 		start := time.Now()
 		if err := w.prod.Commit(ctx); err != nil {
-			return nil, w.failed(err, nil, chunks)
+			return nil, err
 		}
 		w.h.m.commitDuration.Observe(time.Since(start).Seconds())
 		w.h.m.transactions.Inc()
@@ -163,6 +226,7 @@ func (w *edgeWriter) apply(ctx context.Context, chunks []*wire.Chunk) ([]chunkRe
 	w.h.m.txnRecords.Observe(float64(n))
 	for k, off := range marks {
 		w.wms[k] = off
+		delete(w.singles, k)
 	}
 	return res, nil
 }
@@ -192,11 +256,15 @@ func (w *edgeWriter) forget() {
 
 // failed turns a transaction's error into an applyError and leaves the
 // writer ready to claim again.
-func (w *edgeWriter) failed(err error, writes []*partWrite, chunks []*wire.Chunk) error {
+func (w *edgeWriter) failed(err error, chunks []*wire.Chunk) error {
 	w.forget()
+	var ae *applyError
+	if errors.As(err, &ae) {
+		return ae
+	}
 	var te *txn.Error
 	if !errors.As(err, &te) {
-		return &applyError{kind: applyUnavailable, msg: err.Error(), cause: err}
+		return &applyError{kind: applyUnavailable, chunk: -1, msg: err.Error(), cause: err}
 	}
 	w.h.m.produceErrors.WithLabelValues(te.Kind.String()).Inc()
 	switch te.Kind {
@@ -204,39 +272,53 @@ func (w *edgeWriter) failed(err error, writes []*partWrite, chunks []*wire.Chunk
 		w.h.m.fenced.Inc()
 		w.h.log.Warn("another aggregator took over the edge; this one's transaction was aborted and nothing of it was written",
 			slog.String("edge", w.edge), slog.String("transactional_id", w.prod.TransactionalID()), slog.String("op", te.Op))
-		return &applyError{kind: applyFenced, msg: fmt.Sprintf("edge %s is being written by another aggregator (%v); retry", w.edge, te), cause: err}
+		return &applyError{kind: applyFenced, chunk: -1, msg: fmt.Sprintf("edge %s is being written by another aggregator (%v); retry", w.edge, te), cause: err}
 	case txn.Refused:
-		// Find the chunk whose records the hub refused.
+		// Refused even one record at a time, more often than bounded.
 		culprit := -1
-		for _, pw := range writes {
-			if pw.dest == te.Topic && pw.key.partition == te.Partition && len(pw.owner) > 0 {
-				culprit = pw.owner[0]
-				for i := range te.RecordErrors {
-					if i < len(pw.owner) {
-						culprit = pw.owner[i]
-						break
-					}
-				}
-				break
-			}
-		}
-		seq := uint64(0)
-		if culprit >= 0 {
-			seq = chunks[culprit].Seq
+		var be *batchError
+		if errors.As(err, &be) && len(be.owners) > 0 {
+			culprit = be.owners[0]
 		}
 		w.h.log.Error("hub refused records for good", slog.String("edge", w.edge), slog.String("topic", te.Topic),
-			slog.Int("partition", int(te.Partition)), slog.Uint64("chunk", seq), slog.Any("error", te.Err))
+			slog.Int("partition", int(te.Partition)), slog.Any("error", te.Err))
 		return &applyError{kind: applyRefused, chunk: culprit,
 			msg: fmt.Sprintf("hub refused records of %s/%d: %v", te.Topic, te.Partition, te.Err), cause: err}
 	default:
 		if errors.Is(te.Err, kafka.UnknownTopicOrPartition) && te.Topic != "" {
 			w.h.forgetTopic(te.Topic) // deleted under us: look it up (and create it) again
 		}
-		w.h.log.Warn("hub transaction failed; it is aborted and the chunks will be retried", slog.String("edge", w.edge),
-			slog.String("op", te.Op), slog.String("topic", te.Topic), slog.Int("partition", int(te.Partition)), slog.Any("error", te.Err))
-		return &applyError{kind: applyUnavailable, msg: fmt.Sprintf("write to hub: %v", te), cause: err}
+		if isAuthorization(te.Err) {
+			w.h.log.Error("hub refuses this aggregator's writes: grant its principal Write on the hub topics and the transactional id; the chunks are kept and retried",
+				slog.String("edge", w.edge), slog.String("transactional_id", w.prod.TransactionalID()),
+				slog.String("op", te.Op), slog.String("topic", te.Topic), slog.Any("error", te.Err))
+		} else {
+			w.h.log.Warn("hub transaction failed; it is aborted and the chunks will be retried", slog.String("edge", w.edge),
+				slog.String("op", te.Op), slog.String("topic", te.Topic), slog.Int("partition", int(te.Partition)), slog.Any("error", te.Err))
+		}
+		return &applyError{kind: applyUnavailable, chunk: -1, msg: fmt.Sprintf("write to hub: %v", te), cause: err}
 	}
 }
+
+// isAuthorization reports whether a hub answer is an ACL refusal: an
+// operator's mistake to fix, never a reason to drop records.
+func isAuthorization(err error) bool {
+	return errors.Is(err, kafka.TopicAuthorizationFailed) || errors.Is(err, kafka.TransactionalIDAuthorizationFailed) ||
+		errors.Is(err, kafka.ClusterAuthorizationFailed) || errors.Is(err, kafka.GroupAuthorizationFailed)
+}
+
+// batchError is a failed produce of one batch: which partition, which
+// records (their source offsets and chunks).
+type batchError struct {
+	pw      *partWrite
+	records []txn.Record
+	offsets []int64 // source offset of each record of the batch
+	owners  []int   // chunk index of each record of the batch
+	err     *txn.Error
+}
+
+func (e *batchError) Error() string { return e.err.Error() }
+func (e *batchError) Unwrap() error { return e.err }
 
 // write adds every partition to the transaction and produces the records,
 // partitions in parallel, each in batches of at most HubBatchBytes.
@@ -253,12 +335,12 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite) error {
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(w.h.cfg.ParallelPartitions)
 	for _, pw := range writes {
+		single := w.singles[pw.key]
 		eg.Go(func() error {
-			recs := pw.records
-			for len(recs) > 0 {
+			for from := 0; from < len(pw.records); {
 				n, size := 0, 0
-				for n < len(recs) {
-					s := txn.RecordSize(&recs[n])
+				for from+n < len(pw.records) && !(single && n == 1) {
+					s := txn.RecordSize(&pw.records[from+n])
 					if n > 0 && size+s > w.h.cfg.HubBatchBytes {
 						break
 					}
@@ -266,12 +348,17 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite) error {
 					n++
 				}
 				start := time.Now()
-				_, err := w.prod.Produce(ectx, pw.dest, pw.key.partition, recs[:n])
+				_, err := w.prod.Produce(ectx, pw.dest, pw.key.partition, pw.records[from:from+n])
 				w.h.m.produceDuration.Observe(time.Since(start).Seconds())
 				if err != nil {
+					var te *txn.Error
+					if errors.As(err, &te) {
+						return &batchError{pw: pw, records: pw.records[from : from+n], offsets: pw.offsets[from : from+n],
+							owners: pw.owner[from : from+n], err: te}
+					}
 					return err
 				}
-				recs = recs[n:]
+				from += n
 			}
 			return nil
 		})

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -184,8 +185,9 @@ func TestHubBatches(t *testing.T) {
 }
 
 // TestHubRefusesRecord: a record the hub refuses for good (larger than the
-// topic's max.message.bytes) makes the chunk a permanent 422; the refusal
-// aborts the chunk's transaction, and the next chunk is written.
+// topic's max.message.bytes) is left out and recorded as lost with its
+// offset; the rest of its chunk, before and after it, is written, and so is
+// the next chunk.
 func TestHubRefusesRecord(t *testing.T) {
 	hub := newHubCluster(t)
 	s := newTestServer(t, hub, "", nil)
@@ -209,17 +211,27 @@ func TestHubRefusesRecord(t *testing.T) {
 	for i := range big {
 		big[i] = byte(rand.Uint32())
 	}
-	a := s.send(t, "e1", 5, 1, f.frame(chunkOf(2, topics, []wire.Record{{Topic: "sensors", Offset: 3, Value: big}})))
-	if a.status != http.StatusUnprocessableEntity || !a.err.Permanent {
-		t.Fatalf("chunk with a record above max.message.bytes: %v, want 422 permanent", a)
+	recs := sensorRecords("sensors", 0, 3, 5) // offsets 3..7; 5 is too large
+	recs[2].Value = big
+	a := s.send(t, "e1", 5, 2, f.frame(chunkOf(2, topics, recs)))
+	want := []wire.LossRange{{Topic: "sensors", Partition: 0, FirstOffset: 5, LastOffset: 5, Records: 1, Reason: wire.LossReasonRefusedByHub}}
+	if a.status != http.StatusOK || a.ok.Written != 4 || !reflect.DeepEqual(a.ok.Refused, want) {
+		t.Fatalf("chunk with a record above max.message.bytes: %v, want 200, 4 written, offset 5 refused", a)
 	}
-	// The agent quarantines seq 2 and goes on with floor 3.
-	a = s.send(t, "e1", 5, 3, f.frame(chunkOf(3, topics, sensorRecords("sensors", 0, 4, 3))))
-	if a.status != 200 || a.ok.Written != 3 {
+	if a = s.send(t, "e1", 5, 3, f.frame(chunkOf(3, topics, sensorRecords("sensors", 0, 8, 3)))); a.status != 200 || a.ok.Written != 3 {
 		t.Fatalf("seq 3 after the refusal: %v", a)
 	}
-	if o := sourceOffsets(t, readHub(t, hub, "e1.sensors")[0]); fmt.Sprint(o) != "[0 1 2 4 5 6]" {
-		t.Errorf("hub holds %v, want [0 1 2 4 5 6]", o)
+	if o := sourceOffsets(t, readHub(t, hub, "e1.sensors")[0]); fmt.Sprint(o) != "[0 1 2 3 4 6 7 8 9 10]" {
+		t.Errorf("hub holds %v, want every offset but 5", o)
+	}
+	var losses []lossRecord
+	if code := getJSON(t, s.client, s.url+wire.PathLosses+"?edge=e1", nil, &losses); code != 200 || len(losses) != 1 ||
+		losses[0].LossRange != want[0] {
+		t.Errorf("losses listed: %d %+v, want the refused record", code, losses)
+	}
+	// Sent again (its answer was lost): written nothing twice, refused again.
+	if a = s.send(t, "e1", 5, 2, f.frame(chunkOf(2, topics, recs))); a.status != 200 || a.ok.Written != 0 {
+		t.Errorf("re-send of seq 2: %v", a)
 	}
 }
 

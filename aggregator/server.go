@@ -382,7 +382,11 @@ func (s *server) run(es *edgeState) {
 			if pc.c.Seq == es.next && pc.epoch == es.epoch {
 				es.next++
 			}
-			pc.finish(&wire.ChunkResponse{Seq: pc.c.Seq, Written: results[i].written, Duplicates: results[i].duplicates}, nil)
+			if refused := results[i].refused; len(refused) > 0 {
+				s.recordRefused(es.name, refused)
+			}
+			pc.finish(&wire.ChunkResponse{Seq: pc.c.Seq, Written: results[i].written, Duplicates: results[i].duplicates,
+				Refused: results[i].refused}, nil)
 			s.log.Debug("chunk applied", slog.String("edge", es.name), slog.Uint64("seq", pc.c.Seq),
 				slog.Int("written", results[i].written), slog.Int("duplicates", results[i].duplicates),
 				slog.Int("group", len(group)), slog.Duration("took", took))
@@ -394,6 +398,19 @@ func (s *server) run(es *edgeState) {
 			}
 		}
 		es.mu.Unlock()
+	}
+}
+
+// recordRefused keeps the records the hub refused for good with the loss
+// reports, so that the centre lists them like every other loss.
+func (s *server) recordRefused(edge string, ranges []wire.LossRange) {
+	added, err := s.state.addLosses(edge, ranges, time.Now())
+	if err != nil {
+		s.log.Error("store records refused by the hub", slog.String("edge", edge), slog.Any("error", err))
+		return
+	}
+	for _, lr := range added {
+		s.m.lost.WithLabelValues(edge, lr.Reason).Add(float64(lr.Records))
 	}
 }
 

@@ -48,6 +48,11 @@ type ChunkResponse struct {
 	Seq        uint64 `json:"seq"`        // the frame's seq
 	Written    int    `json:"written"`    // records produced to the hub by this request
 	Duplicates int    `json:"duplicates"` // records skipped because the hub already had them
+	// Refused are records of the chunk that the hub refused for good (too
+	// large, a timestamp it does not accept): they are not in the hub, the
+	// aggregator recorded them as lost, and the rest of the chunk was
+	// written.
+	Refused []LossRange `json:"refused,omitempty"`
 }
 
 // LossRange is a contiguous run of offsets of one source partition that the
@@ -89,4 +94,8 @@ const (
 	// LossReasonRejected: the aggregator rejected the chunk permanently
 	// (400, 413 or 422) and the agent quarantined it.
 	LossReasonRejected = "rejected-by-aggregator"
+	// LossReasonRefusedByHub: the hub refused single records for good
+	// (MESSAGE_TOO_LARGE, INVALID_TIMESTAMP, ...); the rest of their chunk
+	// was written.
+	LossReasonRefusedByHub = "refused-by-hub"
 )
