@@ -59,7 +59,7 @@ func newMetrics() *metrics {
 			Name: "produce_duration_seconds", Help: "Duration of one produce request to the hub.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 		applyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "aggregator",
-			Name: "chunk_apply_duration_seconds", Help: "Time to apply one chunk to the hub.",
+			Name: "chunk_apply_duration_seconds", Help: "Time to apply one chunk to the hub: the whole hub transaction it was written in (group commit).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 		derivations: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
 			Name: "watermark_derivations_total", Help: "Watermarks read back from the hub's provenance headers."}),

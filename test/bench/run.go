@@ -60,7 +60,13 @@ type extra struct {
 	// over the whole row (edgemirror_aggregator_chunk_apply_duration_seconds)
 	AggChunks      float64 `json:"aggregator_chunks,omitempty"`
 	AggMeanApplyMS float64 `json:"aggregator_mean_apply_ms,omitempty"`
-	LoadAverage    string  `json:"load_average"` // /proc/loadavg at the end of the row
+	// edgemirror: hub transactions committed over the whole row, records
+	// and chunks per transaction (group commit)
+	AggTransactions  float64 `json:"aggregator_transactions,omitempty"`
+	AggRecordsPerTxn float64 `json:"aggregator_records_per_transaction,omitempty"`
+	AggChunksPerTxn  float64 `json:"aggregator_chunks_per_transaction,omitempty"`
+	AggMeanCommitMS  float64 `json:"aggregator_mean_commit_ms,omitempty"`
+	LoadAverage      string  `json:"load_average"` // /proc/loadavg at the end of the row
 	// largest RssAnon / RssFile seen per process (polled every 100 ms)
 	RSSAnonMax map[string]int64 `json:"rss_anon_max"`
 	RSSFileMax map[string]int64 `json:"rss_file_max"`
@@ -523,5 +529,15 @@ func aggApply(ctx context.Context, s system, ex *extra) {
 	const name = "edgemirror_aggregator_chunk_apply_duration_seconds"
 	if n := m[name+"_count"]; n > 0 {
 		ex.AggChunks, ex.AggMeanApplyMS = n, 1000*m[name+"_sum"]/n
+	}
+	ex.AggTransactions = m["edgemirror_aggregator_hub_transactions_total"]
+	if n := m["edgemirror_aggregator_hub_transaction_records_count"]; n > 0 {
+		ex.AggRecordsPerTxn = m["edgemirror_aggregator_hub_transaction_records_sum"] / n
+	}
+	if n := m["edgemirror_aggregator_hub_transaction_chunks_count"]; n > 0 {
+		ex.AggChunksPerTxn = m["edgemirror_aggregator_hub_transaction_chunks_sum"] / n
+	}
+	if n := m["edgemirror_aggregator_hub_commit_duration_seconds_count"]; n > 0 {
+		ex.AggMeanCommitMS = 1000 * m["edgemirror_aggregator_hub_commit_duration_seconds_sum"] / n
 	}
 }
