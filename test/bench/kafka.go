@@ -226,8 +226,12 @@ func verify(ctx context.Context, brokers, topic string, wl workload, n int64) (d
 	seen := make([]uint8, n)
 	var bad int64
 	if len(remaining) > 0 {
+		// read_committed, as hub consumers must read edgemirror's hub
+		// topics; control records are kept only so that the last offset
+		// (a commit marker) is seen and the read knows it is done.
 		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumePartitions(want),
-			kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20))
+			kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 		if err != nil {
 			return 0, 0, err
 		}
@@ -249,6 +253,9 @@ func verify(ctx context.Context, brokers, topic string, wl workload, n int64) (d
 				}
 				if r.Offset == end-1 {
 					delete(remaining, r.Partition)
+				}
+				if r.Attrs.IsControl() {
+					return
 				}
 				id, ok := wl.parseID(r.Value)
 				if !ok || id < 0 || id >= n {
@@ -378,7 +385,8 @@ func readTopic(ctx context.Context, brokers, topic string) (map[int32][]*kgo.Rec
 		return out, nil
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
-		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20))
+		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	if err != nil {
 		return nil, err
 	}
