@@ -159,6 +159,15 @@ func each(rp *fetchapi.ResponsePartition, off, end int64, opt Options, fn func(*
 		skip := false
 		switch bt := rb.(type) {
 		case *protocol.ControlBatch:
+			// As the Java consumer does, the aborted transactions that
+			// start at or before a marker are taken in before the marker
+			// is looked at: a fetch that starts at an ABORT marker gets
+			// that transaction in the list, and the marker must end it,
+			// or the producer's next, committed, transaction is dropped.
+			for ai < len(aborted) && aborted[ai].FirstOffset <= bt.BaseOffset {
+				abortedPIDs[aborted[ai].ProducerID] = true
+				ai++
+			}
 			cr, err := bt.ReadControlRecord()
 			if err == nil && cr.Type == 0 { // ABORT marker ends the aborted transaction
 				delete(abortedPIDs, bt.ProducerID)
