@@ -80,7 +80,12 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	client := &kafka.Client{Addr: kafka.TCP(a.cfg.Brokers...), Transport: tr, Timeout: a.cfg.HubTimeout}
 	h := newHub(&a.cfg, a.log, client, a.m)
 
-	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, dec: dec, m: a.m,
+	cps := newCheckpointer(&a.cfg, a.log, client, st)
+	if err := cps.m.collectors.Register(a.cfg.Registerer); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	defer cps.m.collectors.Unregister(a.cfg.Registerer)
+	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, dec: dec, m: a.m, cps: cps,
 		edges: make(map[string]*edgeState), stopping: make(chan struct{})}
 
 	ln, err := net.Listen("tcp", a.cfg.Listen)

@@ -44,10 +44,13 @@ func GroupOffsets(ctx context.Context, cl *kafka.Client, group string) (map[Topi
 	if err != nil {
 		return nil, fmt.Errorf("fetch offsets of group %s: %w", group, err)
 	}
+	out := make(map[TopicPartition]int64)
+	if errors.Is(res.Error, kafka.GroupIdNotFound) {
+		return out, nil // some brokers answer so for a group that never committed
+	}
 	if res.Error != nil {
 		return nil, fmt.Errorf("fetch offsets of group %s: %w", group, res.Error)
 	}
-	out := make(map[TopicPartition]int64)
 	for topic, ps := range res.Topics {
 		for _, p := range ps {
 			if p.Error != nil {
