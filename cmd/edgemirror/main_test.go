@@ -46,6 +46,18 @@ func TestUsageErrors(t *testing.T) {
 		{"bad template", []string{"aggregator", "--brokers", "a:1", "--topic-template", "{site}.{topic}"}, nil, "--topic-template"},
 		{"template without topic", []string{"aggregator", "--brokers", "a:1", "--topic-template", "{edge}"}, nil, "--topic-template"},
 		{"bad replication factor", []string{"aggregator", "--brokers", "a:1", "--hub-replication-factor", "0"}, nil, "--hub-replication-factor"},
+		{"bad checkpoint topic", []string{"aggregator", "--brokers", "a:1", "--checkpoint-topic", "a/b"}, nil, "--checkpoint-topic"},
+		{"bad sync groups", append(append([]string{}, agentOK...), "--sync-groups", "(("), nil, "--sync-groups"},
+		{"short checkpoint interval", append(append([]string{}, agentOK...), "--sync-groups", "g", "--checkpoint-interval", "10ms"), nil, "--checkpoint-interval"},
+		{"translate without hub", []string{"translate", "--edge", "e", "--topic", "t", "--partition", "0", "--offset", "1"}, nil, "--hub-brokers"},
+		{"translate without offset", []string{"translate", "--hub-brokers", "h:1", "--edge", "e", "--topic", "t", "--partition", "0"}, nil, "--offset"},
+		{"translate bad edge", []string{"translate", "--hub-brokers", "h:1", "--edge", "e e", "--topic", "t", "--partition", "0", "--offset", "1"}, nil, "--edge"},
+		{"translate bad offset", []string{"translate", "--hub-brokers", "h:1", "--edge", "e", "--topic", "t", "--partition", "0", "--offset", "x"}, nil, "--offset"},
+		{"translate-group without group", []string{"translate-group", "--hub-brokers", "h:1", "--edge", "e"}, nil, "--group"},
+		{"translate-group bad edge brokers", []string{"translate-group", "--hub-brokers", "h:1", "--edge", "e", "--group", "g", "--edge-brokers", "nohost"}, nil, "--edge-brokers"},
+		{"reset-group without time", []string{"reset-group", "--hub-brokers", "h:1", "--group", "g", "--topics", "t"}, nil, "--to-datetime"},
+		{"reset-group bad time", []string{"reset-group", "--hub-brokers", "h:1", "--group", "g", "--topics", "t", "--to-datetime", "2026-12-01 10:00"}, nil, "--to-datetime"},
+		{"reset-group without topics", []string{"reset-group", "--hub-brokers", "h:1", "--group", "g", "--to-datetime", "2026-12-01T10:00:00Z"}, nil, "--topics"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
