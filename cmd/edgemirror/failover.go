@@ -310,7 +310,7 @@ func printPlan(w io.Writer, p *groupPlan) {
 			p.Group, p.Edge, time.Since(p.ReadAt).Round(time.Second), p.ReadAt.Format(time.RFC3339))
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TOPIC\tPARTITION\tEDGE-OFFSET\t\tHUB-TOPIC\tHUB-OFFSET\tNOT-MIRRORED\tLOST\tNOTE")
+	fmt.Fprintln(tw, "TOPIC\tPARTITION\tEDGE-OFFSET\t->\tHUB-TOPIC\tHUB-OFFSET\tNOT-MIRRORED\tLOST\tNOTE")
 	for _, r := range p.Rows {
 		hubOff := fmt.Sprint(r.HubOffset)
 		if r.skip {

@@ -145,7 +145,7 @@ func TestTranslateMatchesModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	now := time.Now()
 	var s int64
-	for batch := 0; batch < 30; batch++ {
+	for batch := 0; batch < 15; batch++ {
 		var recs []*kgo.Record
 		for i := 0; i < 1+rng.IntN(6); i++ {
 			s += 1 + int64(rng.IntN(3))*int64(rng.IntN(4)) // gaps of 0..6
@@ -172,8 +172,8 @@ func TestTranslateMatchesModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m) < 30 {
-		t.Fatalf("hub holds %d committed records, want at least 30", len(m))
+	if len(m) < 15 {
+		t.Fatalf("hub holds %d committed records, want at least 15", len(m))
 	}
 	for off := int64(0); off <= s+2; off++ {
 		want, found := m.want(src, off, end)
@@ -200,7 +200,7 @@ func TestTranslateMatchesModel(t *testing.T) {
 		}
 	}
 	// The other edge's records translate on their own.
-	for off := int64(0); off < 30; off++ {
+	for off := int64(0); off < 15; off++ {
 		want, found := m.want(other, off, end)
 		got, err := Translate(e.ctx, e.cl, topic, other, off, 0)
 		if err != nil {

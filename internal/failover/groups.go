@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol/describegroups"
@@ -19,6 +20,41 @@ type TopicPartition struct {
 // ErrGroupActive is returned when a group's offsets would be changed while
 // it has active members.
 var ErrGroupActive = errors.New("consumer group has active members")
+
+// coordinatorWait bounds how long a group request waits for the group
+// coordinator to become available.
+const coordinatorWait = 30 * time.Second
+
+// retryable reports whether a group request failed because the group
+// coordinator is not ready: a cluster that never had a group creates its
+// offsets topic on the first request (kafka-go ignores the error of its own
+// FindCoordinator, so the request lands on a broker that is not the
+// coordinator), or a coordinator is loading or moving.
+func retryable(err error) bool {
+	return errors.Is(err, kafka.NotCoordinatorForGroup) || errors.Is(err, kafka.GroupCoordinatorNotAvailable) ||
+		errors.Is(err, kafka.GroupLoadInProgress)
+}
+
+// withCoordinator calls fn until it succeeds, fails with an error that is
+// not retryable, or coordinatorWait passed.
+func withCoordinator(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(coordinatorWait)
+	wait := 100 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || !retryable(err) || time.Now().After(deadline) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
 
 // ListGroups returns the ids of every consumer group of a cluster.
 func ListGroups(ctx context.Context, cl *kafka.Client) ([]string, error) {
@@ -39,7 +75,15 @@ func ListGroups(ctx context.Context, cl *kafka.Client) ([]string, error) {
 
 // GroupOffsets returns a group's committed offsets on every partition it
 // committed one for. A group that never committed has none.
-func GroupOffsets(ctx context.Context, cl *kafka.Client, group string) (map[TopicPartition]int64, error) {
+func GroupOffsets(ctx context.Context, cl *kafka.Client, group string) (out map[TopicPartition]int64, err error) {
+	err = withCoordinator(ctx, func() error {
+		out, err = groupOffsets(ctx, cl, group)
+		return err
+	})
+	return out, err
+}
+
+func groupOffsets(ctx context.Context, cl *kafka.Client, group string) (map[TopicPartition]int64, error) {
 	res, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group})
 	if err != nil {
 		return nil, fmt.Errorf("fetch offsets of group %s: %w", group, err)
@@ -78,7 +122,15 @@ func (g GroupInfo) Active() bool {
 
 // GroupState describes a group. The raw DescribeGroups answer is used, so
 // that member metadata of any consumer protocol version is not decoded.
-func GroupState(ctx context.Context, cl *kafka.Client, group string) (GroupInfo, error) {
+func GroupState(ctx context.Context, cl *kafka.Client, group string) (info GroupInfo, err error) {
+	err = withCoordinator(ctx, func() error {
+		info, err = groupState(ctx, cl, group)
+		return err
+	})
+	return info, err
+}
+
+func groupState(ctx context.Context, cl *kafka.Client, group string) (GroupInfo, error) {
 	tr := cl.Transport
 	if tr == nil {
 		tr = kafka.DefaultTransport
@@ -126,7 +178,21 @@ func Commit(ctx context.Context, cl *kafka.Client, group string, offsets map[Top
 	for tp, off := range offsets {
 		req.Topics[tp.Topic] = append(req.Topics[tp.Topic], kafka.OffsetCommit{Partition: int(tp.Partition), Offset: off})
 	}
-	res, err := cl.OffsetCommit(ctx, req)
+	var res *kafka.OffsetCommitResponse
+	err = withCoordinator(ctx, func() error {
+		res, err = cl.OffsetCommit(ctx, req)
+		if err != nil {
+			return err
+		}
+		for _, ps := range res.Topics {
+			for _, p := range ps {
+				if retryable(p.Error) {
+					return p.Error
+				}
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("commit offsets of group %s: %w", group, err)
 	}

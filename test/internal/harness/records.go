@@ -538,3 +538,16 @@ func FromTopic(ctx context.Context, brokers []string, topic string) (*Produced, 
 	}
 	return out, n, nil
 }
+
+// Each calls fn for every record, per topic and partition in offset order.
+func (p *Produced) Each(fn func(Rec)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, parts := range p.recs {
+		for _, rs := range parts {
+			for _, r := range rs {
+				fn(r)
+			}
+		}
+	}
+}
