@@ -109,6 +109,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("register metrics: %w", err)
 		}
 		defer cp.collectors.Unregister(a.cfg.Registerer)
+		defer cp.close()
 	}
 
 	g, gctx := errgroup.WithContext(ctx)

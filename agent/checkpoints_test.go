@@ -4,13 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -66,7 +71,14 @@ func TestAgentSendsGroupCheckpoints(t *testing.T) {
 	})
 	mux.HandleFunc("POST "+wire.PathCheckpoints, func(w http.ResponseWriter, r *http.Request) {
 		var rep wire.CheckpointReport
-		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil || rep.Validate() != nil || r.Header.Get(wire.HeaderEdge) != "plant-1" {
+		body, err := io.ReadAll(r.Body)
+		if err == nil && r.Header.Get("Content-Encoding") == wire.ContentEncodingZstd {
+			body, err = zstdDecode(body)
+		}
+		if err == nil {
+			err = json.Unmarshal(body, &rep)
+		}
+		if err != nil || rep.Validate() != nil || r.Header.Get(wire.HeaderEdge) != "plant-1" {
 			writeTestJSON(w, 400, wire.ErrorResponse{Error: "bad report", Permanent: true})
 			return
 		}
@@ -119,4 +131,77 @@ func TestAgentSendsGroupCheckpoints(t *testing.T) {
 	if age := time.Since(g.ReadAt); age < 0 || age > 20*time.Second {
 		t.Errorf("read_at %s is not the time the offsets were read", g.ReadAt)
 	}
+}
+
+// BenchmarkCheckpointWireBytes measures what group checkpoints cost on the
+// link: TCP payload bytes (both directions, HTTP/2 framing included, on a
+// warm connection) per report, and per hour at the default 30s interval.
+func BenchmarkCheckpointWireBytes(b *testing.B) {
+	for _, size := range []struct{ groups, partitions int }{{1, 3}, {5, 12}, {20, 24}} {
+		b.Run(fmt.Sprintf("groups=%d/partitions=%d", size.groups, size.partitions), func(b *testing.B) {
+			mux := http.NewServeMux()
+			mux.HandleFunc("POST "+wire.PathCheckpoints, func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				writeTestJSON(w, 200, wire.CheckpointResponse{Partitions: size.groups * size.partitions, Exact: size.groups * size.partitions})
+			})
+			var p http.Protocols
+			p.SetUnencryptedHTTP2(true)
+			srv := httptest.NewUnstartedServer(mux)
+			srv.Config.Protocols = &p
+			srv.Start()
+			defer srv.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			m := newMetrics()
+			cfg := validConfig()
+			cfg.SyncGroups = ".*"
+			base, _ := url.Parse(srv.URL)
+			hc := newHTTPClient(ctx, base, newLimiter(0), m)
+			defer hc.CloseIdleConnections()
+			c, err := newCheckpointer(&cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, hc, base, func(r *http.Request) {
+				r.Header.Set(wire.HeaderEdge, "plant-0042")
+				r.Header.Set(wire.HeaderEpoch, "10605850417883345010")
+			}, func(string) bool { return true })
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.close()
+			var rep wire.CheckpointReport
+			rng := rand.New(rand.NewPCG(uint64(size.groups), uint64(size.partitions)))
+			for g := 0; g < size.groups; g++ {
+				gc := wire.GroupCheckpoint{Group: fmt.Sprintf("billing-service-%02d", g), ReadAt: time.Now().UTC()}
+				for i := 0; i < size.partitions; i++ {
+					// Offsets as distinct as real ones: nothing repeats but names.
+					off := rng.Int64N(1 << 32)
+					gc.Partitions = append(gc.Partitions, wire.PartitionCheckpoint{Topic: fmt.Sprintf("sensor-readings-%d", i%3), Partition: int32(i),
+						Offset: off, EdgeLast: off + rng.Int64N(5000)})
+				}
+				rep.Groups = append(rep.Groups, gc)
+			}
+			if err := c.send(ctx, rep); err != nil { // warm up: connection and header tables
+				b.Fatal(err)
+			}
+			sent, recv := m.wireBytes.WithLabelValues("sent"), m.wireBytes.WithLabelValues("received")
+			s0, r0 := metricValue(b, sent), metricValue(b, recv)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := c.send(ctx, rep); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			per := (metricValue(b, sent) - s0 + metricValue(b, recv) - r0) / float64(b.N)
+			b.ReportMetric(per, "wire-bytes/report")
+			b.ReportMetric(per*float64(time.Hour/DefaultCheckpointInterval), "wire-bytes/hour@30s")
+		})
+	}
+}
+
+func zstdDecode(b []byte) ([]byte, error) {
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.DecodeAll(b, nil)
 }

@@ -85,6 +85,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		return fmt.Errorf("register metrics: %w", err)
 	}
 	defer cps.m.collectors.Unregister(a.cfg.Registerer)
+	defer cps.close()
 	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, dec: dec, m: a.m, cps: cps,
 		edges: make(map[string]*edgeState), stopping: make(chan struct{})}
 

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
@@ -89,6 +90,10 @@ type checkpointer struct {
 	edges map[string]*sync.Mutex
 	// refused remembers hub groups found active, to log that once.
 	refused map[string]bool
+
+	decOnce sync.Once
+	dec     *zstd.Decoder
+	decErr  error
 }
 
 func newCheckpointer(cfg *Config, log *slog.Logger, client *kafka.Client, st *state) *checkpointer {
@@ -129,6 +134,22 @@ func (s *server) checkpoints(r *http.Request) (int, any) {
 	if err != nil {
 		return fail(errUnavailable("read checkpoint report: "+err.Error(), 1))
 	}
+	switch ce := r.Header.Get("Content-Encoding"); ce {
+	case "", "identity":
+	case wire.ContentEncodingZstd:
+		if len(body) > wire.MaxJSONBytes {
+			break
+		}
+		if body, err = s.cps.unzstd(body); err != nil {
+			if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+				return fail(&httpError{status: http.StatusRequestEntityTooLarge,
+					msg: fmt.Sprintf("checkpoint report larger than %d bytes uncompressed; send fewer groups at once", wire.MaxJSONBytes)})
+			}
+			return fail(errBadRequest("decompress checkpoint report: " + err.Error()))
+		}
+	default:
+		return fail(&httpError{status: http.StatusUnsupportedMediaType, msg: fmt.Sprintf("Content-Encoding %q is not supported (use zstd or none)", ce)})
+	}
 	if len(body) > wire.MaxJSONBytes {
 		return fail(&httpError{status: http.StatusRequestEntityTooLarge,
 			msg: fmt.Sprintf("checkpoint report larger than %d bytes; send fewer groups at once", wire.MaxJSONBytes)})
@@ -153,6 +174,24 @@ func (s *server) checkpoints(r *http.Request) (int, any) {
 		return fail(errUnavailable(err.Error(), 2))
 	}
 	return http.StatusOK, res
+}
+
+// unzstd decompresses a report body, to at most wire.MaxJSONBytes.
+func (c *checkpointer) unzstd(b []byte) ([]byte, error) {
+	c.decOnce.Do(func() {
+		c.dec, c.decErr = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(wire.MaxJSONBytes))
+	})
+	if c.decErr != nil {
+		return nil, c.decErr
+	}
+	return c.dec.DecodeAll(b, nil)
+}
+
+// close releases the decoder.
+func (c *checkpointer) close() {
+	if c.dec != nil {
+		c.dec.Close()
+	}
 }
 
 // edgeLock returns the mutex that serialises one edge's reports.

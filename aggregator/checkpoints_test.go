@@ -24,6 +24,7 @@ func withCheckpoints(t *testing.T, s *testServer, hub *kfake.Cluster) *kafka.Cli
 	t.Cleanup(tr.CloseIdleConnections)
 	cl := &kafka.Client{Addr: kafka.TCP(hub.ListenAddrs()...), Transport: tr, Timeout: 10 * time.Second}
 	s.cps = newCheckpointer(s.cfg, s.log, cl, s.state)
+	t.Cleanup(s.cps.close)
 	return cl
 }
 

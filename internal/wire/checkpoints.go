@@ -12,6 +12,11 @@ import (
 // offsets. The answer is CheckpointResponse (200) or ErrorResponse.
 const PathCheckpoints = "/v1/checkpoints"
 
+// ContentEncodingZstd is the Content-Encoding of a zstd-compressed
+// CheckpointReport body. A receiver accepts it and uncompressed bodies; it
+// decodes at most MaxJSONBytes.
+const ContentEncodingZstd = "zstd"
+
 // Bounds of a CheckpointReport. A sender splits larger reports; a receiver
 // rejects them with 413.
 const (
