@@ -95,6 +95,18 @@ func TestCheckpointsTranslatedAndStored(t *testing.T) {
 		!p1.CommittedAt.Equal(readAt) || p1.NotMirrored() != 5 {
 		t.Errorf("partition 1 checkpoint %+v, want hub offset 10, exact, hub last 19, 5 not mirrored", p1)
 	}
+	// Past the hub's last record: the hub's end, never further.
+	if code, res := s.postCheckpoints(t, "plant-7", wire.CheckpointReport{Groups: []wire.GroupCheckpoint{{Group: "audit", ReadAt: readAt,
+		Partitions: []wire.PartitionCheckpoint{{Topic: "sensors", Partition: 1, Offset: 25, EdgeLast: 24}}}}}); code != 200 || res.Exact != 0 {
+		t.Fatalf("report past the hub: %d %+v", code, res)
+	}
+	audit, err := failover.ReadCheckpoints(ctx, cl, s.cfg.CheckpointTopic, "plant-7", "audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := audit[failover.TopicPartition{Topic: "sensors", Partition: 1}]; a.HubOffset != 15 || a.Exact || a.NotMirrored() != 5 {
+		t.Errorf("checkpoint past the hub %+v, want the hub end 15, not exact, 5 not mirrored", a)
+	}
 	p0 := got[failover.TopicPartition{Topic: "sensors", Partition: 0}]
 	if p0.HubOffset != 0 || p0.Exact || p0.HubLast != -1 {
 		t.Errorf("partition 0 checkpoint %+v, want hub offset 0, not exact", p0)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"sort"
@@ -180,6 +181,44 @@ func Failover(t *testing.T, clusters Clusters, mode FailoverMode, stopEdge func(
 
 	switch mode {
 	case FailoverFromEdge:
+		// A consumer of the group already on the hub: refused, nothing committed.
+		member, err := kgo.NewClient(kgo.SeedBrokers(e.Hub.Brokers()...), kgo.ConsumerGroup(group),
+			kgo.ConsumeTopics(e.HubTopic(orders)), kgo.DisableAutoCommit())
+		if err != nil {
+			t.Fatal(err)
+		}
+		harness.Eventually(t, 30*time.Second, "a member in the hub group", func() error {
+			pctx, cancel := context.WithTimeout(e.Ctx, 200*time.Millisecond)
+			member.PollFetches(pctx)
+			cancel()
+			info, err := failover.GroupState(e.Ctx, hubCl, group)
+			if err != nil {
+				return err
+			}
+			if !info.Active() {
+				return fmt.Errorf("hub group is %q", info.State)
+			}
+			return nil
+		})
+		msg := runCLIFails(t, e.Ctx, "translate-group", "--hub-brokers", strings.Join(e.Hub.Brokers(), ","), "--edge", e.EdgeID,
+			"--group", group, "--edge-brokers", strings.Join(e.Edge.Brokers(), ","), "--execute")
+		if !strings.Contains(msg, "active members") {
+			t.Fatalf("translate-group with a member on the hub: %q, want a refusal naming active members", msg)
+		}
+		member.Close()
+		if offs := hubGroupOffsets(t, e.Ctx, hubCl, group); len(offs) != 0 {
+			t.Fatalf("refused translate-group committed %v", offs)
+		}
+		harness.Eventually(t, 30*time.Second, "the hub group empty again", func() error {
+			info, err := failover.GroupState(e.Ctx, hubCl, group)
+			if err != nil {
+				return err
+			}
+			if info.Active() {
+				return fmt.Errorf("hub group is %q with %d members", info.State, info.Members)
+			}
+			return nil
+		})
 		out := runCLI(t, e.Ctx, "translate-group", "--hub-brokers", strings.Join(e.Hub.Brokers(), ","), "--edge", e.EdgeID,
 			"--group", group, "--edge-brokers", strings.Join(e.Edge.Brokers(), ","), "--execute")
 		t.Logf("translate-group --edge-brokers --execute:\n%s", out)
@@ -375,6 +414,27 @@ func runCLI(t *testing.T, ctx context.Context, args ...string) string {
 		t.Fatalf("edgemirror %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
 	return stdout.String()
+}
+
+// runCLIFails runs an edgemirror command that must exit 1 and returns its
+// stderr.
+func runCLIFails(t *testing.T, ctx context.Context, args ...string) string {
+	t.Helper()
+	bin, err := harness.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(cctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("edgemirror %s: %v, want exit code 1\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stderr.String()
 }
 
 // ResetGroupToDatetime: reset-group --to-datetime lands, on every partition
