@@ -107,7 +107,7 @@ func TestEnvironmentAndPrecedence(t *testing.T) {
 }
 
 func TestHelpListsEveryFlag(t *testing.T) {
-	for _, sub := range []string{"agent", "aggregator"} {
+	for _, sub := range []string{"agent", "aggregator", "translate", "translate-group", "reset-group"} {
 		var stdout bytes.Buffer
 		err := run(context.Background(), []string{sub, "--help"}, &stdout, &bytes.Buffer{}, env(nil))
 		if code := exitCode(err, &bytes.Buffer{}); code != 0 {
@@ -118,10 +118,16 @@ func TestHelpListsEveryFlag(t *testing.T) {
 			"agent": {"--edge-id", "--brokers", "--topics", "--exclude-topics", "--buffer-dir", "--buffer-max-bytes",
 				"--buffer-full", "--aggregator", "--batch-bytes", "--linger", "--bandwidth", "--compression",
 				"--compression-level", "--inflight", "--metrics-addr", "--log-level", "--log-format",
-				"(default 1GiB; env EDGEMIRROR_BUFFER_MAX_BYTES)", "(default 1MiB", "(default 1s", "(default zstd", "(default 4;"},
+				"(default 1GiB; env EDGEMIRROR_BUFFER_MAX_BYTES)", "(default 1MiB", "(default 1s", "(default zstd", "(default 4;",
+				"--sync-groups", "--checkpoint-interval", "(default 30s; env EDGEMIRROR_CHECKPOINT_INTERVAL)"},
 			"aggregator": {"--listen", "--brokers", "--state-dir", "--topic-template", "--hub-replication-factor",
 				"--max-chunk-bytes", "--metrics-addr", "--log-level", "--log-format", "(default :8080", "(default {edge}.{topic}",
-				"(default 16MiB"},
+				"(default 16MiB", "--checkpoint-topic", "(default _edgemirror.checkpoints", "--sync-group-offsets"},
+			"translate": {"--hub-brokers", "--edge", "--topic", "--partition", "--offset", "--topic-template", "--json",
+				"env EDGEMIRROR_HUB_BROKERS"},
+			"translate-group": {"--hub-brokers", "--edge", "--group", "--edge-brokers", "--topics", "--execute",
+				"--checkpoint-topic", "(default _edgemirror.checkpoints"},
+			"reset-group": {"--hub-brokers", "--group", "--topics", "--to-datetime", "--execute"},
 		}[sub]
 		for _, w := range want {
 			if !strings.Contains(help, w) {
