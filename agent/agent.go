@@ -100,9 +100,24 @@ func (a *Agent) Run(ctx context.Context) error {
 		slog.String("aggregator", a.cfg.Aggregator), slog.Uint64("epoch", store.Epoch()),
 		slog.Uint64("next_seq", store.NextSeq()), slog.Int("stored_partitions", len(stored)))
 
+	var cp *checkpointer
+	if a.cfg.SyncGroups != "" {
+		if cp, err = newCheckpointer(&a.cfg, a.log, client, hc, eps.currentURL, sh.setIdentity, rd.wanted); err != nil {
+			return err
+		}
+		if err := cp.collectors.Register(a.cfg.Registerer); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+		defer cp.collectors.Unregister(a.cfg.Registerer)
+		defer cp.close()
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.readLoop(gctx, rd, store, enc) })
 	g.Go(func() error { return sh.run(gctx) })
+	if cp != nil {
+		g.Go(func() error { return cp.run(gctx) })
+	}
 	err = g.Wait()
 	st := store.Stats()
 	a.log.Info("agent stopped", slog.Int("buffered_chunks", st.Chunks), slog.Int64("buffered_records", st.Records))

@@ -41,6 +41,9 @@ const (
 	DefaultMaxBackoff = 30 * time.Second
 	// DefaultLossReportInterval is how often pending loss reports are sent.
 	DefaultLossReportInterval = 5 * time.Second
+	// DefaultCheckpointInterval is how often the committed offsets of the
+	// groups matching --sync-groups are sent to the aggregator.
+	DefaultCheckpointInterval = 30 * time.Second
 	// MaxBatchBytes is the largest chunk the agent builds (the aggregator's
 	// default --max-chunk-bytes is 16MiB for the compressed frame).
 	MaxBatchBytes = 16 << 20
@@ -102,6 +105,10 @@ type Config struct {
 	RequestTimeout   time.Duration
 	MaxBackoff       time.Duration
 	LossInterval     time.Duration
+	// SyncGroups is a regular expression of the edge consumer groups whose
+	// committed offsets are checkpointed (whole id); empty: none.
+	SyncGroups         string
+	CheckpointInterval time.Duration
 
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics registered
@@ -128,6 +135,8 @@ func DefaultConfig() Config {
 		RequestTimeout:   DefaultRequestTimeout,
 		MaxBackoff:       DefaultMaxBackoff,
 		LossInterval:     DefaultLossReportInterval,
+
+		CheckpointInterval: DefaultCheckpointInterval,
 	}
 }
 
@@ -203,6 +212,12 @@ func (c *Config) Validate() error {
 	}
 	if c.LossInterval <= 0 {
 		return bad("--loss-report-interval", c.LossInterval, "must be positive")
+	}
+	if _, err := regexp.Compile(c.SyncGroups); err != nil {
+		return bad("--sync-groups", c.SyncGroups, "invalid regular expression: %v", err)
+	}
+	if c.CheckpointInterval < time.Second {
+		return bad("--checkpoint-interval", c.CheckpointInterval, "must be at least 1s")
 	}
 	if _, err := wire.ParseCodec(c.Compression.String()); err != nil {
 		return bad("--compression", c.Compression, "%v", err)

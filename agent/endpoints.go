@@ -115,6 +115,12 @@ func (e *endpoints) current() (target, uint64) {
 	return e.list[e.cur], e.gen
 }
 
+// currentURL returns the base URL of the endpoint in use.
+func (e *endpoints) currentURL() *url.URL {
+	t, _ := e.current()
+	return t.url
+}
+
 // ok records a successful exchange with generation gen.
 func (e *endpoints) ok(gen uint64) {
 	e.mu.Lock()

@@ -82,7 +82,13 @@ func (a *Aggregator) Run(ctx context.Context) error {
 
 	applyCtx, cancelApply := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelApply()
-	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, dec: dec, m: a.m,
+	cps := newCheckpointer(&a.cfg, a.log, client, st)
+	if err := cps.m.collectors.Register(a.cfg.Registerer); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	defer cps.m.collectors.Unregister(a.cfg.Registerer)
+	defer cps.close()
+	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, dec: dec, m: a.m, cps: cps,
 		edges: make(map[string]*edgeState), stopping: make(chan struct{}), applyCtx: applyCtx}
 
 	ln, err := net.Listen("tcp", a.cfg.Listen)

@@ -48,6 +48,9 @@ const (
 	// DefaultParallelPartitions bounds how many partitions of one chunk are
 	// produced at once.
 	DefaultParallelPartitions = 8
+	// DefaultCheckpointTopic is the compacted hub topic that keeps the
+	// latest translated checkpoint per (edge, group, partition).
+	DefaultCheckpointTopic = "_edgemirror.checkpoints"
 )
 
 // Config is everything an Aggregator needs.
@@ -68,6 +71,11 @@ type Config struct {
 	ShutdownTimeout       time.Duration
 	HubTimeout            time.Duration
 	ParallelPartitions    int
+	// CheckpointTopic keeps the translated group checkpoints of the edges.
+	CheckpointTopic string
+	// SyncGroupOffsets also commits translated checkpoints to the same
+	// group on the hub while that group has no active members.
+	SyncGroupOffsets bool
 
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics
@@ -91,6 +99,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:       DefaultShutdownTimeout,
 		HubTimeout:            DefaultHubTimeout,
 		ParallelPartitions:    DefaultParallelPartitions,
+		CheckpointTopic:       DefaultCheckpointTopic,
 	}
 }
 
@@ -155,6 +164,9 @@ func (c *Config) Validate() error {
 	if c.ParallelPartitions < 1 {
 		return bad("--parallel-partitions", c.ParallelPartitions, "must be at least 1")
 	}
+	if err := wire.ValidTopicName(c.CheckpointTopic); err != nil {
+		return bad("--checkpoint-topic", c.CheckpointTopic, "%v", err)
+	}
 	return nil
 }
 
@@ -184,4 +196,13 @@ func destTopic(template, edge, topic string) (string, error) {
 		return "", fmt.Errorf("hub topic for %s of edge %s: %w", topic, edge, err)
 	}
 	return name, nil
+}
+
+// HubTopic returns the hub topic of an edge's source topic under a topic
+// template (see --topic-template), checked to be a legal Kafka topic name.
+func HubTopic(template, edge, topic string) (string, error) {
+	if err := validateTemplate(template); err != nil {
+		return "", err
+	}
+	return destTopic(template, edge, topic)
 }

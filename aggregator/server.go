@@ -66,6 +66,7 @@ type server struct {
 	state *state
 	dec   *wire.Decoder
 	m     *metrics
+	cps   *checkpointer // group checkpoints; nil answers 404
 
 	mu    sync.Mutex
 	edges map[string]*edgeState
@@ -88,6 +89,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST "+wire.PathLosses, s.handleLosses)
 	mux.HandleFunc("GET "+wire.PathLosses, s.handleListLosses)
 	mux.HandleFunc("GET "+wire.PathResume, s.handleResume)
+	mux.HandleFunc("POST "+wire.PathCheckpoints, s.handleCheckpoints)
 	mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

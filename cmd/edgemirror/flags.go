@@ -269,3 +269,17 @@ func (v *choiceValue) String() string {
 	}
 	return *v.p
 }
+
+type int64Value int64
+
+func (v *int64Value) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return errors.New("not a whole number")
+	}
+	*v = int64Value(n)
+	return nil
+}
+func (v *int64Value) String() string { return strconv.FormatInt(int64(*v), 10) }
+
+func (c *command) int64v(p *int64, name, usage string) { c.add(name, (*int64Value)(p), usage) }

@@ -85,6 +85,10 @@ exactly once, over slow and unreliable links.
 Usage:
   edgemirror agent [flags]        run at the edge: read edge Kafka, buffer, ship
   edgemirror aggregator [flags]   run in the data centre: receive, dedupe, write to hub Kafka
+  edgemirror translate [flags]    hub offset of one edge record (exact)
+  edgemirror translate-group [flags]
+                                  move an edge consumer group to the hub (dry run by default)
+  edgemirror reset-group [flags]  point a hub consumer group at a time (--to-datetime)
   edgemirror version              print the version
 
 Run "edgemirror COMMAND --help" for the flags of a command.
@@ -103,6 +107,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return runAgent(ctx, args[1:], stdout, stderr, getenv)
 	case "aggregator":
 		return runAggregator(ctx, args[1:], stdout, stderr, getenv)
+	case "translate":
+		return runTranslate(ctx, args[1:], stdout, stderr, getenv)
+	case "translate-group":
+		return runTranslateGroup(ctx, args[1:], stdout, stderr, getenv)
+	case "reset-group":
+		return runResetGroup(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "edgemirror %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
@@ -239,6 +249,9 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cmd.section("Edge Kafka tuning")
 	cmd.duration(&cfg.MetadataInterval, "metadata-interval", "how often topics and partitions are re-listed (new ones are picked up within it)")
 	cmd.bytes(&fetchBytes, "fetch-max-bytes", "largest fetch response from the edge cluster")
+	cmd.section("Consumer group checkpoints")
+	cmd.regex(&cfg.SyncGroups, "sync-groups", "regular expression of the edge consumer groups (whole id) whose committed offsets are sent to the aggregator, which keeps them translated in the hub for translate-group; empty: none")
+	cmd.duration(&cfg.CheckpointInterval, "checkpoint-interval", "how often the offsets of the --sync-groups groups are read and sent")
 	co.register(cmd)
 
 	if err := cmd.parse(args, getenv); err != nil {
@@ -320,6 +333,9 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cmd.duration(&cfg.TransactionTimeout, "transaction-timeout", "hub transaction timeout: how long the hub keeps a vanished aggregator's transaction open before aborting it (at most the hub's transaction.max.timeout.ms)")
 	cmd.intv(&cfg.MaxGroupChunks, "max-group-chunks", "most chunks of one edge committed in one hub transaction (group commit)")
 	cmd.intv(&cfg.ParallelPartitions, "parallel-partitions", "partitions of one chunk produced at once")
+	cmd.section("Consumer group checkpoints")
+	cmd.str(&cfg.CheckpointTopic, "checkpoint-topic", "compacted hub topic that keeps the latest translated checkpoint per edge, group and partition")
+	cmd.boolv(&cfg.SyncGroupOffsets, "sync-group-offsets", "also commit translated checkpoints to the same group on the hub, only while it has no active members, never backwards")
 	cmd.section("State")
 	cmd.str(&cfg.StateDir, "state-dir", "directory of the aggregator's state (resume points and loss reports; may be lost without duplicates)")
 	co.register(cmd)

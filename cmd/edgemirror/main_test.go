@@ -10,9 +10,11 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/edgemirror/edgemirror/internal/testkit"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LeakOptions()...) }
 
 func env(kv map[string]string) func(string) string {
 	return func(k string) string { return kv[k] }
@@ -46,6 +48,18 @@ func TestUsageErrors(t *testing.T) {
 		{"bad template", []string{"aggregator", "--brokers", "a:1", "--topic-template", "{site}.{topic}"}, nil, "--topic-template"},
 		{"template without topic", []string{"aggregator", "--brokers", "a:1", "--topic-template", "{edge}"}, nil, "--topic-template"},
 		{"bad replication factor", []string{"aggregator", "--brokers", "a:1", "--hub-replication-factor", "0"}, nil, "--hub-replication-factor"},
+		{"bad checkpoint topic", []string{"aggregator", "--brokers", "a:1", "--checkpoint-topic", "a/b"}, nil, "--checkpoint-topic"},
+		{"bad sync groups", append(append([]string{}, agentOK...), "--sync-groups", "(("), nil, "--sync-groups"},
+		{"short checkpoint interval", append(append([]string{}, agentOK...), "--sync-groups", "g", "--checkpoint-interval", "10ms"), nil, "--checkpoint-interval"},
+		{"translate without hub", []string{"translate", "--edge", "e", "--topic", "t", "--partition", "0", "--offset", "1"}, nil, "--hub-brokers"},
+		{"translate without offset", []string{"translate", "--hub-brokers", "h:1", "--edge", "e", "--topic", "t", "--partition", "0"}, nil, "--offset"},
+		{"translate bad edge", []string{"translate", "--hub-brokers", "h:1", "--edge", "e e", "--topic", "t", "--partition", "0", "--offset", "1"}, nil, "--edge"},
+		{"translate bad offset", []string{"translate", "--hub-brokers", "h:1", "--edge", "e", "--topic", "t", "--partition", "0", "--offset", "x"}, nil, "--offset"},
+		{"translate-group without group", []string{"translate-group", "--hub-brokers", "h:1", "--edge", "e"}, nil, "--group"},
+		{"translate-group bad edge brokers", []string{"translate-group", "--hub-brokers", "h:1", "--edge", "e", "--group", "g", "--edge-brokers", "nohost"}, nil, "--edge-brokers"},
+		{"reset-group without time", []string{"reset-group", "--hub-brokers", "h:1", "--group", "g", "--topics", "t"}, nil, "--to-datetime"},
+		{"reset-group bad time", []string{"reset-group", "--hub-brokers", "h:1", "--group", "g", "--topics", "t", "--to-datetime", "2026-12-01 10:00"}, nil, "--to-datetime"},
+		{"reset-group without topics", []string{"reset-group", "--hub-brokers", "h:1", "--group", "g", "--to-datetime", "2026-12-01T10:00:00Z"}, nil, "--topics"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,7 +107,7 @@ func TestEnvironmentAndPrecedence(t *testing.T) {
 }
 
 func TestHelpListsEveryFlag(t *testing.T) {
-	for _, sub := range []string{"agent", "aggregator"} {
+	for _, sub := range []string{"agent", "aggregator", "translate", "translate-group", "reset-group"} {
 		var stdout bytes.Buffer
 		err := run(context.Background(), []string{sub, "--help"}, &stdout, &bytes.Buffer{}, env(nil))
 		if code := exitCode(err, &bytes.Buffer{}); code != 0 {
@@ -104,10 +118,16 @@ func TestHelpListsEveryFlag(t *testing.T) {
 			"agent": {"--edge-id", "--brokers", "--topics", "--exclude-topics", "--buffer-dir", "--buffer-max-bytes",
 				"--buffer-full", "--aggregator", "--batch-bytes", "--linger", "--bandwidth", "--compression",
 				"--compression-level", "--inflight", "--metrics-addr", "--log-level", "--log-format",
-				"(default 1GiB; env EDGEMIRROR_BUFFER_MAX_BYTES)", "(default 1MiB", "(default 1s", "(default zstd", "(default 4;"},
+				"(default 1GiB; env EDGEMIRROR_BUFFER_MAX_BYTES)", "(default 1MiB", "(default 1s", "(default zstd", "(default 4;",
+				"--sync-groups", "--checkpoint-interval", "(default 30s; env EDGEMIRROR_CHECKPOINT_INTERVAL)"},
 			"aggregator": {"--listen", "--brokers", "--state-dir", "--topic-template", "--hub-replication-factor",
 				"--max-chunk-bytes", "--metrics-addr", "--log-level", "--log-format", "(default :8080", "(default {edge}.{topic}",
-				"(default 16MiB"},
+				"(default 16MiB", "--checkpoint-topic", "(default _edgemirror.checkpoints", "--sync-group-offsets"},
+			"translate": {"--hub-brokers", "--edge", "--topic", "--partition", "--offset", "--topic-template", "--json",
+				"env EDGEMIRROR_HUB_BROKERS"},
+			"translate-group": {"--hub-brokers", "--edge", "--group", "--edge-brokers", "--topics", "--execute",
+				"--checkpoint-topic", "(default _edgemirror.checkpoints"},
+			"reset-group": {"--hub-brokers", "--group", "--topics", "--to-datetime", "--execute"},
 		}[sub]
 		for _, w := range want {
 			if !strings.Contains(help, w) {

@@ -144,3 +144,27 @@ func TestEdgeBrokerKilledAndRestarted(t *testing.T) {
 // left behind; exactly once, record by record.
 func TestTwoAggregators(t *testing.T)        { scenario.TwoAggregators(t, kafka4, 30000, 7) }
 func TestKafka39TwoAggregators(t *testing.T) { scenario.TwoAggregators(t, shared(Version39), 30000, 7) }
+
+func TestFailoverTranslateGroupFromEdge(t *testing.T) {
+	scenario.Failover(t, kafka4, scenario.FailoverFromEdge, nil)
+}
+
+func TestFailoverFromCheckpointsEdgeStopped(t *testing.T) {
+	edge := start(t, "edge-failover", rk.DefaultVersion)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = edge.Clean(ctx)
+	})
+	hub := kafka4
+	scenario.Failover(t, func(t *testing.T) (scenario.Cluster, scenario.Cluster) {
+		_, h := hub(t)
+		return cluster{edge}, h
+	}, scenario.FailoverFromCheckpoints, func(ctx context.Context) error { return edge.Stop(ctx) })
+}
+
+func TestFailoverSyncGroupOffsets(t *testing.T) {
+	scenario.Failover(t, kafka4, scenario.FailoverSyncGroupOffsets, nil)
+}
+
+func TestResetGroupToDatetime(t *testing.T) { scenario.ResetGroupToDatetime(t, kafka4) }

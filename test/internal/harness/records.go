@@ -598,3 +598,16 @@ func Duplicates(ctx context.Context, hubBrokers []string, hubTopics ...string) (
 	}
 	return dups, nil
 }
+
+// Each calls fn for every record, per topic and partition in offset order.
+func (p *Produced) Each(fn func(Rec)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, parts := range p.recs {
+		for _, rs := range parts {
+			for _, r := range rs {
+				fn(r)
+			}
+		}
+	}
+}
