@@ -231,6 +231,7 @@ func runTranslateGroup(ctx context.Context, args []string, stdout, stderr io.Wri
 	cmd.regex(&topics, "topics", "regular expression of the source topics to move (whole name)")
 	cmd.list(&edgeBrokers, "edge-brokers", "edge Kafka brokers, comma-separated host:port; empty: use the hub's checkpoints")
 	cmd.boolv(&execute, "execute", "commit the translated offsets for the group on the hub (default: dry run)")
+	cmd.commandLineOnly("execute")
 	cmd.section("Hub")
 	ff.register(cmd)
 	cmd.str(&cpTopic, "checkpoint-topic", "the aggregator's --checkpoint-topic")
@@ -512,6 +513,7 @@ func runResetGroup(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cmd.regex(&topics, "topics", "regular expression of the hub topics to reset (whole name; required)")
 	cmd.str(&when, "to-datetime", "YYYY-MM-DDTHH:mm:SS[.sss][Z|+hh:mm]; no zone means UTC (required)")
 	cmd.boolv(&execute, "execute", "commit the offsets (default: dry run)")
+	cmd.commandLineOnly("execute")
 	cmd.section("Hub")
 	ff.register(cmd)
 	if err := cmd.parse(args, getenv); err != nil {

@@ -44,12 +44,25 @@ type command struct {
 	fs       *flag.FlagSet
 	specs    []flagSpec
 	sections []string
+	// cliOnly flags are never read from the environment: a variable left
+	// set must not turn a dry run into a change.
+	cliOnly map[string]bool
 }
 
 func newCommand(name, summary, example string) *command {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	return &command{name: name, summary: summary, example: example, fs: fs}
+}
+
+// commandLineOnly marks flags that are not read from the environment.
+func (c *command) commandLineOnly(names ...string) {
+	if c.cliOnly == nil {
+		c.cliOnly = make(map[string]bool)
+	}
+	for _, n := range names {
+		c.cliOnly[n] = true
+	}
 }
 
 func (c *command) section(s string) { c.sections = append(c.sections, s) }
@@ -106,7 +119,7 @@ func (c *command) parse(args []string, getenv func(string) string) error {
 	c.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
 	c.fs.VisitAll(func(f *flag.Flag) {
-		if err != nil || set[f.Name] {
+		if err != nil || set[f.Name] || c.cliOnly[f.Name] {
 			return
 		}
 		env := envName(f.Name)
@@ -141,7 +154,11 @@ func (c *command) usage(w io.Writer) {
 			if def == "" {
 				def = `""`
 			}
-			fmt.Fprintf(w, "  --%s\n      %s\n      (default %s; env %s)\n", f.Name, f.Usage, def, envName(f.Name))
+			if c.cliOnly[f.Name] {
+				fmt.Fprintf(w, "  --%s\n      %s\n      (default %s; command line only)\n", f.Name, f.Usage, def)
+			} else {
+				fmt.Fprintf(w, "  --%s\n      %s\n      (default %s; env %s)\n", f.Name, f.Usage, def, envName(f.Name))
+			}
 		}
 	}
 	fmt.Fprintf(w, "\nSizes take 64KiB, 1MiB, 2GiB (or kB, MB, GB in powers of ten); rates take 512KiB/s, 4Mbit/s or 0\n"+

@@ -190,3 +190,29 @@ func TestReadmeDocumentsEveryFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandLineOnlyFlagIgnoresEnvironment: a flag that changes something
+// (--execute) is never switched on by a variable left in the environment.
+func TestCommandLineOnlyFlagIgnoresEnvironment(t *testing.T) {
+	var execute, verbose bool
+	c := newCommand("x", "", "")
+	c.section("S")
+	c.boolv(&execute, "execute", "do it")
+	c.boolv(&verbose, "verbose", "talk")
+	c.commandLineOnly("execute")
+	env := map[string]string{"EDGEMIRROR_EXECUTE": "true", "EDGEMIRROR_VERBOSE": "true"}
+	if err := c.parse(nil, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if execute || !verbose {
+		t.Errorf("execute %v (want false: command line only), verbose %v (want true from the environment)", execute, verbose)
+	}
+	if err := c.parse([]string{"--execute"}, func(k string) string { return env[k] }); err != nil || !execute {
+		t.Errorf("--execute on the command line: %v, %v", execute, err)
+	}
+	var help strings.Builder
+	c.usage(&help)
+	if !strings.Contains(help.String(), "command line only") || strings.Contains(help.String(), "EDGEMIRROR_EXECUTE") {
+		t.Errorf("help does not say --execute is command line only:\n%s", help.String())
+	}
+}
