@@ -101,6 +101,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		slog.Uint64("next_seq", store.NextSeq()), slog.Int("stored_partitions", len(stored)))
 
 	g, gctx := errgroup.WithContext(ctx)
+	if a.cfg.SyncTopicConfigs {
+		tcs := newTopicConfigSync(&a.cfg, a.log, client, hc, base, sh.setIdentity, a.m)
+		rd.topicsSeen = tcs.setTopics
+		g.Go(func() error { return tcs.run(gctx) })
+	}
 	g.Go(func() error { return a.readLoop(gctx, rd, store, enc) })
 	g.Go(func() error { return sh.run(gctx) })
 	err = g.Wait()

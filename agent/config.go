@@ -99,6 +99,9 @@ type Config struct {
 	RequestTimeout   time.Duration
 	MaxBackoff       time.Duration
 	LossInterval     time.Duration
+	// SyncTopicConfigs reports the edge topics' settings to the aggregator
+	// so that hub topics keep them (topicconfig.go).
+	SyncTopicConfigs bool
 
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics registered
@@ -122,6 +125,7 @@ func DefaultConfig() Config {
 		RequestTimeout:   DefaultRequestTimeout,
 		MaxBackoff:       DefaultMaxBackoff,
 		LossInterval:     DefaultLossReportInterval,
+		SyncTopicConfigs: true,
 	}
 }
 

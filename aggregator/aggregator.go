@@ -81,7 +81,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	h := newHub(&a.cfg, a.log, client, a.m)
 
 	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, dec: dec, m: a.m,
-		edges: make(map[string]*edgeState), stopping: make(chan struct{})}
+		edges: make(map[string]*edgeState), stopping: make(chan struct{}), topics: newTopicSyncer(h, &a.cfg)}
 
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {

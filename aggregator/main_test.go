@@ -83,8 +83,9 @@ func newTestServer(t testing.TB, hub *kfake.Cluster, stateDir string, mutate fun
 	tr := &kafka.Transport{ClientID: "aggregator-test", DialTimeout: 5 * time.Second, MetadataTTL: time.Second}
 	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: cfg.HubTimeout}
 	m := newMetrics()
-	srv := &server{cfg: &cfg, log: log, hub: newHub(&cfg, log, client, m), state: st, dec: dec, m: m,
-		edges: make(map[string]*edgeState), stopping: make(chan struct{})}
+	h := newHub(&cfg, log, client, m)
+	srv := &server{cfg: &cfg, log: log, hub: h, state: st, dec: dec, m: m,
+		edges: make(map[string]*edgeState), stopping: make(chan struct{}), topics: newTopicSyncer(h, &cfg)}
 	hs := httptest.NewServer(srv.routes())
 	httpTr := &http.Transport{}
 	t.Cleanup(func() {

@@ -47,6 +47,8 @@ type server struct {
 	state *state
 	dec   *wire.Decoder
 	m     *metrics
+	// topics applies topic config reports (topicconfig.go).
+	topics *topicSyncer
 
 	mu    sync.Mutex
 	edges map[string]*edgeState
@@ -64,6 +66,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST "+wire.PathLosses, s.handleLosses)
 	mux.HandleFunc("GET "+wire.PathLosses, s.handleListLosses)
 	mux.HandleFunc("GET "+wire.PathResume, s.handleResume)
+	mux.HandleFunc("POST "+wire.PathTopicConfigs, s.handleTopicConfigs)
 	mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -239,6 +239,10 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cmd.section("Edge Kafka tuning")
 	cmd.duration(&cfg.MetadataInterval, "metadata-interval", "how often topics and partitions are re-listed (new ones are picked up within it)")
 	cmd.bytes(&fetchBytes, "fetch-max-bytes", "largest fetch response from the edge cluster")
+	cmd.boolv(&cfg.SyncTopicConfigs, "sync-topic-configs",
+		"read each mirrored topic's own settings (cleanup.policy, retention, compaction, segment.ms, max.message.bytes,\n"+
+			"      compression.type; never broker defaults) when it is first mirrored and every --metadata-interval, and\n"+
+			"      report changes to the aggregator so that the hub topic keeps them; false turns this off")
 	co.register(cmd)
 
 	if err := cmd.parse(args, getenv); err != nil {
@@ -317,6 +321,14 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cmd.duration(&cfg.HubTimeout, "hub-timeout", "bound on one request to the hub")
 	cmd.duration(&cfg.SettleTime, "settle-time", "after an ambiguous produce error, how long a partition must stay still before its tail is trusted")
 	cmd.intv(&cfg.ParallelPartitions, "parallel-partitions", "partitions of one chunk produced at once")
+	cmd.section("Hub topic settings")
+	cmd.boolv(&cfg.SyncTopicConfigs, "sync-topic-configs",
+		"give hub topics the settings the agents report for their edge topics (cleanup.policy, retention.ms, retention.bytes,\n"+
+			"      min/max.compaction.lag.ms, delete.retention.ms, min.cleanable.dirty.ratio, segment.ms, max.message.bytes,\n"+
+			"      compression.type) and keep them in sync; false ignores the reports")
+	cmd.kvs(&cfg.HubTopicConfigs, "hub-topic-config", aggregator.ParseTopicConfig,
+		"KEY=VALUE set on every hub topic, winning over what the edge says (e.g. retention.ms=2592000000 for a longer\n"+
+			"      retention in the centre); repeat the flag for several, or separate them with ; (also in the environment variable)")
 	cmd.section("State")
 	cmd.str(&cfg.StateDir, "state-dir", "directory of the aggregator's state (resume points and loss reports; may be lost without duplicates)")
 	co.register(cmd)
@@ -335,8 +347,9 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 		return &usageError{message: err.Error(), hint: cmd.example}
 	}
 	if co.check {
-		fmt.Fprintf(stdout, "configuration valid: aggregator listen=%s brokers=%s state-dir=%s topic-template=%s max-chunk=%s\n",
-			cfg.Listen, strings.Join(cfg.Brokers, ","), cfg.StateDir, cfg.TopicTemplate, fmtBytes(cfg.MaxChunkBytes))
+		fmt.Fprintf(stdout, "configuration valid: aggregator listen=%s brokers=%s state-dir=%s topic-template=%s max-chunk=%s sync-topic-configs=%t hub-topic-config=%s\n",
+			cfg.Listen, strings.Join(cfg.Brokers, ","), cfg.StateDir, cfg.TopicTemplate, fmtBytes(cfg.MaxChunkBytes),
+			cfg.SyncTopicConfigs, (&kvValue{p: &cfg.HubTopicConfigs}).String())
 		return nil
 	}
 	return co.serve(ctx, stderr, func(log *slog.Logger, reg prometheus.Registerer) (runner, error) {
