@@ -53,3 +53,4 @@ func TestTransactionsNewTopicsAndPartitions(t *testing.T) {
 	scenario.Transactions(t, clusters)
 }
 func TestEdgeRetentionLossIsReported(t *testing.T) { scenario.EdgeRetention(t, clusters) }
+func TestTopicConfigSync(t *testing.T)             { scenario.TopicConfigSync(t, clusters) }
