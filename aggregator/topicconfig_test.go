@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -348,4 +349,24 @@ func TestDesiredTopicConfigs(t *testing.T) {
 	wantSettings(t, desiredTopicConfigs(&cfg, edge), map[string]string{"retention.ms": "9", "cleanup.policy": "compact"})
 	cfg.SyncTopicConfigs = false
 	wantSettings(t, desiredTopicConfigs(&cfg, edge), map[string]string{"retention.ms": "9"})
+
+	// max.message.bytes never drops below what hub records and the
+	// aggregator's batches need.
+	cfg = DefaultConfig()
+	for _, tc := range []struct{ edge, hub string }{
+		{"1048588", strconv.Itoa(1048588 + maxMessageMargin)},
+		{"1000", strconv.Itoa(cfg.HubBatchBytes + maxMessageMargin)},
+		{"2147483647", "2147483647"},
+		{"lots", "lots"},
+	} {
+		got := desiredTopicConfigs(&cfg, map[string]string{"max.message.bytes": tc.edge})["max.message.bytes"]
+		if got != tc.hub {
+			t.Errorf("edge max.message.bytes %s → hub %s, want %s", tc.edge, got, tc.hub)
+		}
+	}
+	// The operator's value is taken as it is.
+	cfg.HubTopicConfigs = map[string]string{"max.message.bytes": "1000"}
+	if got := desiredTopicConfigs(&cfg, map[string]string{"max.message.bytes": "5000000"})["max.message.bytes"]; got != "1000" {
+		t.Errorf("--hub-topic-config max.message.bytes=1000 gave %s", got)
+	}
 }

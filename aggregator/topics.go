@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -183,11 +185,36 @@ func desiredTopicConfigs(cfg *Config, edge map[string]string) map[string]string 
 				out[k] = v
 			}
 		}
+		if v, ok := out[configMaxMessageBytes]; ok {
+			out[configMaxMessageBytes] = hubMaxMessageBytes(cfg, v)
+		}
 	}
 	for k, v := range cfg.HubTopicConfigs {
 		out[k] = v
 	}
 	return out
+}
+
+// configMaxMessageBytes bounds a record batch on a topic.
+const configMaxMessageBytes = "max.message.bytes"
+
+// maxMessageMargin is added to the edge's max.message.bytes on the hub: a
+// hub record carries the four provenance headers on top of the edge
+// record, so a record at the edge's limit would not fit the same limit.
+const maxMessageMargin = 64 << 10
+
+// hubMaxMessageBytes is the max.message.bytes a hub topic gets for the
+// edge's value v: at least v plus the provenance margin, and at least what
+// the aggregator's own produce batches need (--hub-batch-bytes plus the
+// margin). Copying a smaller edge value verbatim would make the hub refuse
+// batches the edge accepted, which loses records. A value that is not a
+// number is passed on for the hub to refuse (and report).
+func hubMaxMessageBytes(cfg *Config, v string) string {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return v
+	}
+	return strconv.FormatInt(min(max(n, int64(cfg.HubBatchBytes))+maxMessageMargin, math.MaxInt32), 10)
 }
 
 // topicConfigOp is one change of a hub topic setting; an empty value with

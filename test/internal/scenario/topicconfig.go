@@ -233,6 +233,7 @@ func checkBrokerDefault(t *testing.T, e *Env, topic string) bool {
 				if c.Source == kmsg.ConfigSourceDynamicTopicConfig {
 					t.Fatalf("precondition: retention.bytes shows as a topic override")
 				}
+				t.Logf("edge topic reports retention.bytes=%s from a broker default (source %v), not as an override", v, c.Source)
 				found = true
 				return nil
 			case c.Key == "log.retention.bytes" && c.MaybeValue() == v:
