@@ -261,9 +261,9 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		return &usageError{message: err.Error(), hint: cmd.example}
 	}
 	if co.check {
-		fmt.Fprintf(stdout, "configuration valid: agent edge-id=%s brokers=%s aggregator=%s buffer=%s (max %s, %s) batch=%d linger=%s bandwidth=%d compression=%s/%s inflight=%d\n",
+		fmt.Fprintf(stdout, "configuration valid: agent edge-id=%s brokers=%s aggregator=%s buffer=%s (max %s, %s) batch=%d linger=%s bandwidth=%d compression=%s/%s inflight=%d sync-topic-configs=%t\n",
 			cfg.EdgeID, strings.Join(cfg.Brokers, ","), cfg.Aggregator, cfg.BufferDir, fmtBytes(cfg.BufferMaxBytes), cfg.BufferFull,
-			cfg.BatchBytes, cfg.Linger, cfg.Bandwidth, cfg.Compression, cfg.CompressionLevel, cfg.Inflight)
+			cfg.BatchBytes, cfg.Linger, cfg.Bandwidth, cfg.Compression, cfg.CompressionLevel, cfg.Inflight, cfg.SyncTopicConfigs)
 		return nil
 	}
 	return co.serve(ctx, stderr, func(log *slog.Logger, reg prometheus.Registerer) (runner, error) {
@@ -328,7 +328,8 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 			"      compression.type) and keep them in sync; false ignores the reports")
 	cmd.kvs(&cfg.HubTopicConfigs, "hub-topic-config", aggregator.ParseTopicConfig,
 		"KEY=VALUE set on every hub topic, winning over what the edge says (e.g. retention.ms=2592000000 for a longer\n"+
-			"      retention in the centre); repeat the flag for several, or separate them with ; (also in the environment variable)")
+			"      retention in the centre); repeat the flag for several, or separate them with ; (also in the environment variable).\n"+
+			"      Kafka refuses records without a key on compacted topics: set cleanup.policy=compact only for keyed edge topics")
 	cmd.section("State")
 	cmd.str(&cfg.StateDir, "state-dir", "directory of the aggregator's state (resume points and loss reports; may be lost without duplicates)")
 	co.register(cmd)
