@@ -61,18 +61,22 @@ func newTopicConfigSync(cfg *Config, log *slog.Logger, edge *kafka.Client, hc *h
 		synced: make(map[string]string), warned: make(map[string]string)}
 }
 
-// setTopics tells the sync which topics the reader mirrors. A new topic
+// setTopics tells the sync which topics the reader mirrors now. A new topic
 // wakes the sync at once, so that its settings usually reach the hub before
 // its first chunk. It never blocks.
 func (s *topicConfigSync) setTopics(list []wire.Topic) {
+	topics := make(map[string]int32, len(list))
+	for _, t := range list {
+		topics[t.Name] = t.Partitions
+	}
 	s.mu.Lock()
 	grew := false
-	for _, t := range list {
-		if _, ok := s.topics[t.Name]; !ok {
+	for name := range topics {
+		if _, ok := s.topics[name]; !ok {
 			grew = true
 		}
-		s.topics[t.Name] = t.Partitions
 	}
+	s.topics = topics // a topic the reader dropped is no longer synced
 	s.mu.Unlock()
 	if grew {
 		select {

@@ -133,7 +133,12 @@ func TopicConfigSync(t *testing.T, clusters Clusters) {
 		}
 		return nil
 	})
-	t.Logf("hub topic %s created with %v", hubTopic, got)
+	t.Logf("hub topic %s has %v", hubTopic, got)
+	for _, l := range strings.Split(e.Agg.Tail(1<<20), "\n") {
+		if strings.Contains(l, "created hub topic") && strings.Contains(l, "topic="+hubTopic+" ") {
+			t.Logf("aggregator: %s", strings.TrimSpace(l))
+		}
+	}
 	if brokerDefault {
 		if v, ok := got["retention.bytes"]; ok {
 			t.Fatalf("the edge broker's default retention.bytes was copied to the hub topic as %s", v)
@@ -475,5 +480,76 @@ func copyDir(t *testing.T, src, dst string) {
 	}
 	if len(ents) == 0 {
 		t.Fatal(errors.New("empty buffer directory"))
+	}
+}
+
+// TopicConfigRefused: a setting the hub refuses (here an invalid
+// --hub-topic-config value: min.cleanable.dirty.ratio must be at most 1)
+// never stops records. The hub topic is created without it and gets the
+// edge's other settings, the refusal is logged with topic and key, counted,
+// and tried again at the next sync; every record arrives exactly once.
+// Real Kafka only: kfake validates no topic setting.
+func TopicConfigRefused(t *testing.T, clusters Clusters) {
+	e := New(t, clusters, "--hub-topic-config", "min.cleanable.dirty.ratio=2")
+	topic := e.Name("config")
+	e.Prod.Keyed[topic] = true
+	compact, lag := "compact", "3600000"
+	if err := e.Prod.CreateTopic(e.Ctx, topic, 2, map[string]*string{"cleanup.policy": &compact, "min.compaction.lag.ms": &lag}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Prod.Produce(e.Ctx, topic, 2, 100); err != nil {
+		t.Fatal(err)
+	}
+	e.StartAgent("")
+	harness.Eventually(t, time.Minute, "records mirrored", func() error {
+		return harness.Check(e.Ctx, e.Hub.Brokers(), e.EdgeID, e.Prod.Out, nil, e.HubTopic)
+	})
+	hubTopic := e.HubTopic(topic)
+	harness.Eventually(t, 30*time.Second, "edge settings on the hub topic", func() error {
+		s, err := TopicSettings(e.Ctx, e.Hub.Brokers(), hubTopic)
+		if err != nil {
+			return err
+		}
+		want := map[string]string{"message.timestamp.type": "CreateTime", "cleanup.policy": "compact", "min.compaction.lag.ms": "3600000"}
+		if !maps.Equal(s, want) {
+			return fmt.Errorf("hub topic settings %v, want %v", s, want)
+		}
+		return nil
+	})
+	refused := func() float64 {
+		m, err := harness.Scrape(e.Ctx, e.Agg.MetricsAddr)
+		if err != nil {
+			return 0
+		}
+		return m["edgemirror_aggregator_topic_config_refused_total"]
+	}
+	first := refused()
+	if first < 1 {
+		t.Fatalf("refusal not counted (edgemirror_aggregator_topic_config_refused_total %v)", first)
+	}
+	if !e.Agg.LogContains(`msg="hub refused a topic setting; records are still written, the setting is retried at the next sync" topic=` + hubTopic + ` key=min.cleanable.dirty.ratio value=2`) {
+		t.Fatalf("refusal not logged with topic and key:\n%s", e.Agg.Tail(30))
+	}
+	// Retried at the next syncs (the agent reports the topic again).
+	harness.Eventually(t, 30*time.Second, "refused setting retried", func() error {
+		if n := refused(); n < first+2 {
+			return fmt.Errorf("refused %v times, %v at first", n, first)
+		}
+		return nil
+	})
+	// Records keep flowing while the setting is refused.
+	if err := e.Prod.Produce(e.Ctx, topic, 2, 50); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, time.Minute, "later records mirrored", func() error {
+		return harness.Check(e.Ctx, e.Hub.Brokers(), e.EdgeID, e.Prod.Out, nil, e.HubTopic)
+	})
+	for _, l := range strings.Split(e.Agg.Tail(1<<20), "\n") {
+		if strings.Contains(l, "hub refused") || strings.Contains(l, "created hub topic") {
+			t.Logf("aggregator: %s", strings.TrimSpace(l))
+		}
+		if strings.Contains(l, "hub refused a topic setting") {
+			break
+		}
 	}
 }
