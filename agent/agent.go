@@ -101,13 +101,21 @@ func (a *Agent) Run(ctx context.Context) error {
 		slog.Uint64("next_seq", store.NextSeq()), slog.Int("stored_partitions", len(stored)))
 
 	g, gctx := errgroup.WithContext(ctx)
+	var tcs *topicConfigSync
 	if a.cfg.SyncTopicConfigs {
-		tcs := newTopicConfigSync(&a.cfg, a.log, client, hc, base, sh.setIdentity, a.m)
+		tcs = newTopicConfigSync(&a.cfg, a.log, client, hc, base, sh.setIdentity, a.m)
 		rd.topicsSeen = tcs.setTopics
 		g.Go(func() error { return tcs.run(gctx) })
 	}
 	g.Go(func() error { return a.readLoop(gctx, rd, store, enc) })
-	g.Go(func() error { return sh.run(gctx) })
+	g.Go(func() error {
+		if tcs != nil {
+			// Hub topics created by a backlog's first chunks get the
+			// edge's settings from the start (bounded wait).
+			tcs.waitFirst(gctx)
+		}
+		return sh.run(gctx)
+	})
 	err = g.Wait()
 	st := store.Stats()
 	a.log.Info("agent stopped", slog.Int("buffered_chunks", st.Chunks), slog.Int64("buffered_records", st.Records))

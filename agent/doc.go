@@ -27,8 +27,10 @@
 // (wire.SyncedTopicConfigs: cleanup policy, retention, compaction settings,
 // ...; never broker defaults), when it starts mirroring the topic and every
 // MetadataInterval, and reports those the aggregator has not taken yet in a
-// small request of its own (docs/protocol.md 3.6). Reading and shipping never
-// wait for it.
+// small request of its own (docs/protocol.md 3.6). Reading never waits for
+// it; shipping waits at start for the first report, at most a few seconds,
+// so that the hub topics a buffered backlog creates get the edge's settings
+// from the start.
 //
 // # Reading committed records only
 //

@@ -21,6 +21,10 @@ import (
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
+// firstSyncWait bounds how long shipping waits at start for the first topic
+// settings report (see topicConfigSync.waitFirst).
+const firstSyncWait = 5 * time.Second
+
 // maxDescribeTopics bounds the topics of one DescribeConfigs request to the
 // edge cluster.
 const maxDescribeTopics = 100
@@ -33,9 +37,9 @@ const maxDescribeTopics = 100
 // overrides are read; a setting the edge broker reports as a broker setting
 // or default is not an override and is not carried.
 //
-// It never holds up reading or shipping: reports go in their own small
-// requests, and a failure only means the topic is reported again at the
-// next sync.
+// It never holds up reading, and shipping only at start, for at most
+// firstSyncWait (waitFirst): reports go in their own small requests, and a
+// failure only means the topic is reported again at the next sync.
 type topicConfigSync struct {
 	cfg      *Config
 	log      *slog.Logger
@@ -48,6 +52,10 @@ type topicConfigSync struct {
 	mu     sync.Mutex
 	topics map[string]int32 // mirrored topics and partition counts, from the reader
 	wake   chan struct{}
+	// first is closed when the first sync with topics has finished
+	// (delivered or not).
+	first     chan struct{}
+	firstOnce sync.Once
 
 	// Used by run's goroutine only.
 	synced map[string]string // topic → settings the aggregator took (canonical form)
@@ -57,7 +65,7 @@ type topicConfigSync struct {
 func newTopicConfigSync(cfg *Config, log *slog.Logger, edge *kafka.Client, hc *http.Client, base *url.URL,
 	identity func(*http.Request), m *metrics) *topicConfigSync {
 	return &topicConfigSync{cfg: cfg, log: log, edge: edge, http: hc, base: base, identity: identity, m: m,
-		topics: make(map[string]int32), wake: make(chan struct{}, 1),
+		topics: make(map[string]int32), wake: make(chan struct{}, 1), first: make(chan struct{}),
 		synced: make(map[string]string), warned: make(map[string]string)}
 }
 
@@ -86,6 +94,22 @@ func (s *topicConfigSync) setTopics(list []wire.Topic) {
 	}
 }
 
+// waitFirst waits until the first sync has been tried, at most
+// firstSyncWait. The agent starts shipping after it: chunks buffered before
+// a restart are ready at once, and the hub topic a chunk creates before the
+// report arrives lacks the edge's settings for a moment (until the report
+// reaches the aggregator). It gives up early when ctx ends.
+func (s *topicConfigSync) waitFirst(ctx context.Context) {
+	t := time.NewTimer(firstSyncWait)
+	defer t.Stop()
+	select {
+	case <-s.first:
+	case <-t.C:
+		s.log.Debug("first topic settings report not done yet; shipping starts anyway")
+	case <-ctx.Done():
+	}
+}
+
 // run syncs on every wake and every MetadataInterval until ctx ends.
 func (s *topicConfigSync) run(ctx context.Context) error {
 	t := time.NewTimer(s.cfg.MetadataInterval)
@@ -111,6 +135,7 @@ func (s *topicConfigSync) syncOnce(ctx context.Context) {
 	if len(topics) == 0 {
 		return
 	}
+	defer s.firstOnce.Do(func() { close(s.first) })
 	names := slices.Sorted(maps.Keys(topics))
 	var report []wire.TopicConfig
 	for len(names) > 0 {

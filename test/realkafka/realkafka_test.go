@@ -122,6 +122,7 @@ func TestEdgeRetentionLossIsReported(t *testing.T) { scenario.EdgeRetention(t, k
 func TestCompactedSourceTopic(t *testing.T)        { scenario.Compacted(t, kafka4) }
 func TestTopicConfigSync(t *testing.T)             { scenario.TopicConfigSync(t, kafka4) }
 func TestCompactedHubTail(t *testing.T)            { scenario.CompactedHubTail(t, kafka4) }
+func TestCompactedHubTailActive(t *testing.T)      { scenario.CompactedHubTailActive(t, kafka4) }
 func TestTopicConfigRefused(t *testing.T)          { scenario.TopicConfigRefused(t, kafka4) }
 func TestKafka39TopicConfigSync(t *testing.T)      { scenario.TopicConfigSync(t, shared(Version39)) }
 func TestKafka39KillAgentMidStream(t *testing.T)   { scenario.KillAgent(t, shared(Version39)) }

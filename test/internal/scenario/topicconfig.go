@@ -134,10 +134,18 @@ func TopicConfigSync(t *testing.T, clusters Clusters) {
 		return nil
 	})
 	t.Logf("hub topic %s has %v", hubTopic, got)
+	// Created with them, not changed afterwards: the agent reports a new
+	// topic before its first chunk.
+	created := ""
 	for _, l := range strings.Split(e.Agg.Tail(1<<20), "\n") {
 		if strings.Contains(l, "created hub topic") && strings.Contains(l, "topic="+hubTopic+" ") {
-			t.Logf("aggregator: %s", strings.TrimSpace(l))
+			created = strings.TrimSpace(l)
 		}
+	}
+	t.Logf("aggregator: %s", created)
+	if !strings.Contains(created, "cleanup.policy:compact") || !strings.Contains(created, "delete.retention.ms:7200000") ||
+		!strings.Contains(created, "min.compaction.lag.ms:3600000") {
+		t.Errorf("hub topic not created with the edge topic's settings: %q", created)
 	}
 	if brokerDefault {
 		if v, ok := got["retention.bytes"]; ok {
@@ -378,13 +386,16 @@ func CompactedHubTail(t *testing.T, clusters Clusters) {
 	if err := e.Agent.Stop(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	settings, err := TopicSettings(e.Ctx, e.Hub.Brokers(), hubTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if settings["cleanup.policy"] != "compact" {
-		t.Fatalf("hub topic is not compacted: %v", settings)
-	}
+	harness.Eventually(t, 30*time.Second, "hub topic compacted", func() error {
+		settings, err := TopicSettings(e.Ctx, e.Hub.Brokers(), hubTopic)
+		if err != nil {
+			return err
+		}
+		if settings["cleanup.policy"] != "compact" {
+			return fmt.Errorf("hub topic settings %v", settings)
+		}
+		return nil
+	})
 
 	// Another writer appends to the hub partition, so that the tail leaves
 	// the active segment; the cleaner then removes the superseded values
@@ -550,6 +561,106 @@ func TopicConfigRefused(t *testing.T, clusters Clusters) {
 		}
 		if strings.Contains(l, "hub refused a topic setting") {
 			break
+		}
+	}
+}
+
+// CompactedHubTailActive is the case today's writer meets: nothing is
+// appended after edgemirror's last record of a hub partition, so that record
+// stays in the active segment, which the cleaner never touches. The hub is
+// compacted below it (superseded values removed, as a check that the cleaner
+// did run after the tail was written), the tail of tombstones stays, and an
+// aggregator on an empty state dir with an agent that reads the edge again
+// from the start (a rebuilt gateway: a new, empty buffer) writes nothing
+// twice.
+func CompactedHubTailActive(t *testing.T, clusters Clusters) {
+	e := New(t, clusters,
+		"--hub-topic-config", "segment.ms=100",
+		"--hub-topic-config", "min.compaction.lag.ms=0",
+		"--hub-topic-config", "delete.retention.ms=100",
+		"--hub-topic-config", "min.cleanable.dirty.ratio=0.01")
+	topic := e.Name("ledger")
+	compact, lag := "compact", "3600000"
+	if err := e.Prod.CreateTopic(e.Ctx, topic, 1, map[string]*string{"cleanup.policy": &compact, "min.compaction.lag.ms": &lag}); err != nil {
+		t.Fatal(err)
+	}
+	e.StartAgent("", "--linger", "50ms")
+	hubTopic := e.HubTopic(topic)
+	// Three appends at the hub, each in a segment of its own (segment.ms=100
+	// rolls the segment at the next append): values k0-k19, values k0-k9
+	// again, tombstones k10-k19.
+	rounds := [][]*kgo.Record{nil, nil, nil}
+	for i := 0; i < 20; i++ {
+		rounds[0] = append(rounds[0], &kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprintf("v%d", i))})
+	}
+	for i := 0; i < 10; i++ {
+		rounds[1] = append(rounds[1], &kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprintf("w%d", i))})
+	}
+	for i := 10; i < 20; i++ {
+		rounds[2] = append(rounds[2], &kgo.Record{Topic: topic, Key: []byte(fmt.Sprintf("k%d", i))})
+	}
+	total := 0
+	for _, recs := range rounds {
+		if err := e.Prod.Send(e.Ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+		total += len(recs)
+		harness.Eventually(t, time.Minute, fmt.Sprintf("%d records acknowledged", total), func() error {
+			if got := e.Agent.Metrics(e.Ctx)["edgemirror_agent_records_acked_total"]; got < float64(total) {
+				return fmt.Errorf("%v acknowledged", got)
+			}
+			return nil
+		})
+		time.Sleep(300 * time.Millisecond) // let segment.ms (100ms) pass before the next append, so that it rolls
+	}
+	var end int64
+	harness.Eventually(t, 2*time.Minute, "hub compacted below the tail", func() error {
+		recs, n, err := readPartition(e.Ctx, e.Hub.Brokers(), hubTopic, 0)
+		if err != nil {
+			return err
+		}
+		end = n
+		var src []int64
+		for _, r := range recs {
+			src = append(src, r.source)
+		}
+		if len(recs) == 0 || recs[0].source < 10 {
+			return fmt.Errorf("source offsets %v: the first values are not compacted away yet", src)
+		}
+		// The tail: the ten tombstones, still there.
+		tail := recs[len(recs)-10:]
+		for i, r := range tail {
+			if r.source != int64(30+i) || !r.tombstone {
+				t.Fatalf("tail of the hub partition changed by compaction: source offsets %v", src)
+			}
+		}
+		t.Logf("hub partition compacted to source offsets %v (end offset %d); the tail of tombstones is intact", src, end)
+		return nil
+	})
+	if err := e.Agent.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.Agg.Kill()
+	if err := os.RemoveAll(e.Agg.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	e.Agg.Restart()
+	e.Agg.WaitHealthy(t)
+	again := harness.StartAgent(t, e.EdgeID, e.Edge.Brokers(), "http://"+e.Proxy.Addr(), filepath.Join(t.TempDir(), "new-buffer"),
+		"--topics", regexp.QuoteMeta(topic))
+	harness.Eventually(t, time.Minute, "edge read again and acknowledged", func() error {
+		if got := again.Metrics(e.Ctx)["edgemirror_agent_records_acked_total"]; got < float64(total) {
+			return fmt.Errorf("%v records acknowledged", got)
+		}
+		return nil
+	})
+	after, _, err := readPartition(e.Ctx, e.Hub.Brokers(), hubTopic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range after {
+		if r.offset >= end {
+			t.Errorf("source offset %d written again at hub offset %d", r.source, r.offset)
 		}
 	}
 }
