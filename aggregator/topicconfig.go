@@ -50,6 +50,8 @@ func (s *server) handleTopicConfigs(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusRequestEntityTooLarge, true, fmt.Sprintf("topic config report has %d topics, at most %d allowed", len(rep.Topics), wire.MaxTopicConfigTopics))
 		return
 	}
+	// Whatever limits an edge to some source topics must apply here as it
+	// does to chunks: a report creates hub topics.
 	seen := make(map[string]bool, len(rep.Topics))
 	for i := range rep.Topics {
 		tc := &rep.Topics[i]

@@ -4,7 +4,9 @@
 // Apache Kafka brokers (KRaft, started from Maven Central jars by
 // test/kafka/kafka.sh): every scenario of the in-process suite on Kafka 4.x,
 // plus broker kill -9 and restart at the edge and at the hub, a compacted
-// source topic, and the main exactly-once scenario on Kafka 3.9.
+// source topic, hub topics that keep their edge topics' settings (also on
+// 3.9), compaction at the hub under an aggregator with an empty state dir,
+// and the main exactly-once scenario on Kafka 3.9.
 //
 // Run it with `make test-realkafka` (or `go test -tags realkafka`). The first
 // run downloads Kafka once into ~/.m2. EDGEMIRROR_REAL_KAFKA=0 skips it.
