@@ -370,3 +370,28 @@ func TestDesiredTopicConfigs(t *testing.T) {
 		t.Errorf("--hub-topic-config max.message.bytes=1000 gave %s", got)
 	}
 }
+
+// A chunk creates the hub topic while a report for it is applied (the
+// report's CreateTopics then finds it existing, without the settings): the
+// report must not take that creation for its own.
+func TestTopicConfigReportRacesChunkCreation(t *testing.T) {
+	hub := newHubCluster(t)
+	s := newTestServer(t, hub, "", nil)
+	// The hub creates the topic as the chunk's request would have: without
+	// the report's settings.
+	hub.ControlKey(int16(kmsg.CreateTopics), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		req := kr.(*kmsg.CreateTopicsRequest)
+		for i := range req.Topics {
+			req.Topics[i].Configs = nil
+		}
+		return nil, nil, false
+	})
+	code, res, _ := s.postTopicConfigs(t, "e1", wire.TopicConfigReport{Topics: []wire.TopicConfig{{Topic: "m", Partitions: 1,
+		Configs: map[string]string{"cleanup.policy": "compact"}}}})
+	if code != 200 || res.Topics[0].Error != "" || len(res.Topics[0].Refused) != 0 {
+		t.Fatalf("report: %d %+v", code, res)
+	}
+	if got := hubOverrides(t, hub, "e1.m"); got["cleanup.policy"] != "compact" {
+		t.Fatalf("hub topic settings %v: the report's settings were lost to the concurrent creation", got)
+	}
+}

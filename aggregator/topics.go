@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"maps"
 	"math"
@@ -352,13 +353,21 @@ func (h *hub) refused(topic string, op topicConfigOp, err error) wire.RefusedTop
 	return wire.RefusedTopicConfig{Key: op.key, Value: op.value, Error: err.Error()}
 }
 
-// topicSyncer applies the agents' topic config reports to the hub. Reports
-// are rare (a topic's settings change seldom), so one at a time is enough;
-// it also keeps two reports from racing on one hub topic.
+// topicSyncer applies the agents' topic config reports to the hub. Two
+// reports for one hub topic are applied one after the other (they would
+// race between DescribeConfigs and IncrementalAlterConfigs); reports for
+// different hub topics mostly in parallel (striped locks), since every
+// agent reports all its topics when it starts.
 type topicSyncer struct {
-	hub *hub
-	cfg *Config
-	mu  sync.Mutex
+	hub   *hub
+	cfg   *Config
+	locks [64]sync.Mutex
+}
+
+func (ts *topicSyncer) lock(topic string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(topic))
+	return &ts.locks[h.Sum32()%uint32(len(ts.locks))]
 }
 
 func newTopicSyncer(h *hub, cfg *Config) *topicSyncer { return &topicSyncer{hub: h, cfg: cfg} }
@@ -378,8 +387,9 @@ func (ts *topicSyncer) sync(ctx context.Context, edge string, tc wire.TopicConfi
 		return res
 	}
 	res.HubTopic = dest
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
+	mu := ts.lock(dest)
+	mu.Lock()
+	defer mu.Unlock()
 	h := ts.hub
 	n, _, err := h.describe(ctx, dest)
 	if err != nil {
@@ -387,11 +397,17 @@ func (ts *topicSyncer) sync(ctx context.Context, edge string, tc wire.TopicConfi
 		return res
 	}
 	if n == 0 {
-		res.Refused, err = h.ensureTopicWith(ctx, dest, tc.Partitions, tc.Configs)
+		refused, err := h.ensureTopicWith(ctx, dest, tc.Partitions, tc.Configs)
 		if err != nil {
 			res.Error = err.Error()
+			return res
 		}
-		return res
+		if len(refused) > 0 {
+			res.Refused = refused
+			return res
+		}
+		// Check what the hub topic has: a chunk may have created it a
+		// moment before, without these settings.
 	}
 	current, err := h.topicOverrides(ctx, dest, managedKeys(ts.cfg))
 	if err != nil {

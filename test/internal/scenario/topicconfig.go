@@ -102,6 +102,7 @@ func TopicConfigSync(t *testing.T, clusters Clusters) {
 	if err := e.Prod.CreateTopic(e.Ctx, topic, 2, cfgs); err != nil {
 		t.Fatal(err)
 	}
+	waitTopic(t, e.Ctx, e.Edge.Brokers(), topic)
 
 	// A cluster-wide broker default at the edge: the edge topic reports
 	// retention.bytes with it, but it is not a topic override and must not
@@ -263,6 +264,34 @@ func checkBrokerDefault(t *testing.T, e *Env, topic string) bool {
 	return found
 }
 
+// waitTopic waits until every partition of a new topic has a leader, so
+// that the first produce to it does not fail on a cluster that is slow to
+// spread the new topic's metadata.
+func waitTopic(t *testing.T, ctx context.Context, brokers []string, topic string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	harness.Eventually(t, time.Minute, "topic "+topic+" ready", func() error {
+		td, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+		if err != nil {
+			return err
+		}
+		d, ok := td[topic]
+		if !ok || d.Err != nil || len(d.Partitions) == 0 {
+			return fmt.Errorf("not listed yet (%v)", d.Err)
+		}
+		for _, p := range d.Partitions {
+			if p.Leader < 0 || p.Err != nil {
+				return fmt.Errorf("partition %d has no leader (%v)", p.Partition, p.Err)
+			}
+		}
+		return nil
+	})
+}
+
 // hubRecord is one record of a hub partition with its provenance, if any.
 type hubRecord struct {
 	offset    int64 // hub offset
@@ -345,6 +374,7 @@ func CompactedHubTail(t *testing.T, clusters Clusters) {
 	if err := e.Prod.CreateTopic(e.Ctx, topic, 1, map[string]*string{"cleanup.policy": &compact, "min.compaction.lag.ms": &lag}); err != nil {
 		t.Fatal(err)
 	}
+	waitTopic(t, e.Ctx, e.Edge.Brokers(), topic)
 	// k0..k19, then tombstones for k10..k19: the log ends with 10
 	// tombstones, and the values they delete sit just below them.
 	var recs []*kgo.Record
@@ -508,6 +538,7 @@ func TopicConfigRefused(t *testing.T, clusters Clusters) {
 	if err := e.Prod.CreateTopic(e.Ctx, topic, 2, map[string]*string{"cleanup.policy": &compact, "min.compaction.lag.ms": &lag}); err != nil {
 		t.Fatal(err)
 	}
+	waitTopic(t, e.Ctx, e.Edge.Brokers(), topic)
 	if err := e.Prod.Produce(e.Ctx, topic, 2, 100); err != nil {
 		t.Fatal(err)
 	}
@@ -576,6 +607,7 @@ func TopicConfigRefused(t *testing.T, clusters Clusters) {
 func CompactedHubTailActive(t *testing.T, clusters Clusters) {
 	e := New(t, clusters,
 		"--hub-topic-config", "segment.ms=100",
+		"--hub-topic-config", "max.compaction.lag.ms=100",
 		"--hub-topic-config", "min.compaction.lag.ms=0",
 		"--hub-topic-config", "delete.retention.ms=100",
 		"--hub-topic-config", "min.cleanable.dirty.ratio=0.01")
@@ -584,6 +616,7 @@ func CompactedHubTailActive(t *testing.T, clusters Clusters) {
 	if err := e.Prod.CreateTopic(e.Ctx, topic, 1, map[string]*string{"cleanup.policy": &compact, "min.compaction.lag.ms": &lag}); err != nil {
 		t.Fatal(err)
 	}
+	waitTopic(t, e.Ctx, e.Edge.Brokers(), topic)
 	e.StartAgent("", "--linger", "50ms")
 	hubTopic := e.HubTopic(topic)
 	// Three appends at the hub, each in a segment of its own (segment.ms=100
