@@ -25,6 +25,12 @@ import (
 // settings report (see topicConfigSync.waitFirst).
 const firstSyncWait = 5 * time.Second
 
+// resyncInterval is how often every topic is reported again, changed or
+// not: the hub topic may have been deleted and recreated by a chunk (with
+// the hub's defaults), or changed by hand. A report of unchanged settings
+// costs the aggregator one DescribeConfigs.
+const resyncInterval = time.Hour
+
 // maxDescribeTopics bounds the topics of one DescribeConfigs request to the
 // edge cluster.
 const maxDescribeTopics = 100
@@ -33,7 +39,8 @@ const maxDescribeTopics = 100
 // every mirrored edge topic when the reader starts mirroring it and every
 // --metadata-interval after, and reports to the aggregator each topic whose
 // settings it has not yet taken: new topics, changed settings, and topics
-// whose last report failed or was partly refused by the hub. Only topic
+// whose last report failed or was partly refused by the hub; and every topic
+// once per resyncInterval. Only topic
 // overrides are read; a setting the edge broker reports as a broker setting
 // or default is not an override and is not carried.
 //
@@ -58,15 +65,17 @@ type topicConfigSync struct {
 	firstOnce sync.Once
 
 	// Used by run's goroutine only.
-	synced map[string]string // topic → settings the aggregator took (canonical form)
-	warned map[string]string // topic → last problem logged, so that it is logged once
+	synced   map[string]string // topic → settings the aggregator took (canonical form)
+	warned   map[string]string // topic → last problem logged, so that it is logged once
+	lastFull time.Time         // when every topic was last reported
+	resync   time.Duration     // resyncInterval; shorter in tests
 }
 
 func newTopicConfigSync(cfg *Config, log *slog.Logger, edge *kafka.Client, hc *http.Client, base *url.URL,
 	identity func(*http.Request), m *metrics) *topicConfigSync {
 	return &topicConfigSync{cfg: cfg, log: log, edge: edge, http: hc, base: base, identity: identity, m: m,
 		topics: make(map[string]int32), wake: make(chan struct{}, 1), first: make(chan struct{}),
-		synced: make(map[string]string), warned: make(map[string]string)}
+		synced: make(map[string]string), warned: make(map[string]string), resync: resyncInterval}
 }
 
 // setTopics tells the sync which topics the reader mirrors now. A new topic
@@ -121,8 +130,12 @@ func (s *topicConfigSync) run(ctx context.Context) error {
 		case <-s.wake:
 		case <-t.C:
 		}
+		// Syncs start every MetadataInterval, however long one takes, so
+		// that a change at the edge reaches the hub within about one
+		// interval plus one sync.
+		start := time.Now()
 		s.syncOnce(ctx)
-		t.Reset(s.cfg.MetadataInterval)
+		t.Reset(max(s.cfg.MetadataInterval-time.Since(start), time.Millisecond))
 	}
 }
 
@@ -136,6 +149,10 @@ func (s *topicConfigSync) syncOnce(ctx context.Context) {
 		return
 	}
 	defer s.firstOnce.Do(func() { close(s.first) })
+	if time.Since(s.lastFull) >= s.resync {
+		clear(s.synced)
+		s.lastFull = time.Now()
+	}
 	names := slices.Sorted(maps.Keys(topics))
 	var report []wire.TopicConfig
 	for len(names) > 0 {

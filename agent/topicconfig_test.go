@@ -227,3 +227,41 @@ func TestTopicConfigSync(t *testing.T) {
 		return nil
 	})
 }
+
+// Unchanged topics are reported again once per resync interval.
+func TestTopicConfigResync(t *testing.T) {
+	edge := newCluster(t)
+	createTopic(t, newProducer(t, edge), "plain", 1)
+	agg := &configAggregator{refuse: map[string]bool{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+wire.PathTopicConfigs, agg.handle)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	base, _ := url.Parse(srv.URL)
+	cfg := DefaultConfig()
+	cfg.EdgeID = "plant-1"
+	cfg.MetadataInterval = 50 * time.Millisecond
+	tr := &kafka.Transport{MetadataTTL: time.Second}
+	defer tr.CloseIdleConnections()
+	kc := &kafka.Client{Addr: kafka.TCP(edge.ListenAddrs()...), Transport: tr, Timeout: 10 * time.Second}
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+	s := newTopicConfigSync(&cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), kc, hc, base, nil, newMetrics())
+	s.resync = 500 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	s.setTopics([]wire.Topic{{Name: "plain", Partitions: 1}})
+	start := time.Now()
+	eventually(t, 10*time.Second, "unchanged topic reported again", func() error {
+		if _, _, n := agg.lastReport("plain"); n < 3 {
+			return fmt.Errorf("reported %d times", n)
+		}
+		return nil
+	})
+	// Three reports need two resyncs: not sooner than one interval apart.
+	if took := time.Since(start); took < 2*s.resync {
+		t.Errorf("3 reports in %s, faster than two resync intervals (%s)", took, 2*s.resync)
+	}
+}

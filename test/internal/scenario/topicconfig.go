@@ -136,13 +136,18 @@ func TopicConfigSync(t *testing.T, clusters Clusters) {
 	})
 	t.Logf("hub topic %s has %v", hubTopic, got)
 	// Created with them, not changed afterwards: the agent reports a new
-	// topic before its first chunk.
+	// topic before its first chunk. (The hub shows the new topic before
+	// kafka-go's CreateTopics returns and the aggregator logs it: wait.)
 	created := ""
-	for _, l := range strings.Split(e.Agg.Tail(1<<20), "\n") {
-		if strings.Contains(l, "created hub topic") && strings.Contains(l, "topic="+hubTopic+" ") {
-			created = strings.TrimSpace(l)
+	harness.Eventually(t, 30*time.Second, "hub topic creation logged", func() error {
+		for _, l := range strings.Split(e.Agg.Tail(1<<20), "\n") {
+			if strings.Contains(l, "created hub topic") && strings.Contains(l, "topic="+hubTopic+" ") {
+				created = strings.TrimSpace(l)
+				return nil
+			}
 		}
-	}
+		return fmt.Errorf("no creation of %s in the aggregator log", hubTopic)
+	})
 	t.Logf("aggregator: %s", created)
 	if !strings.Contains(created, "cleanup.policy:compact") || !strings.Contains(created, "delete.retention.ms:7200000") ||
 		!strings.Contains(created, "min.compaction.lag.ms:3600000") {
