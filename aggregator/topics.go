@@ -32,7 +32,7 @@ const configTimestampType = "message.timestamp.type"
 // ensureTopic makes sure the hub topic exists with at least partitions
 // partitions, each with a leader. A topic it creates gets the
 // --hub-topic-config settings; the edge's own settings arrive with the
-// agent's topic config report (syncTopicConfig).
+// agent's topic config report (topicSyncer.sync).
 func (h *hub) ensureTopic(ctx context.Context, topic string, partitions int32) error {
 	_, err := h.ensureTopicWith(ctx, topic, partitions, nil)
 	return err
@@ -61,14 +61,14 @@ func (h *hub) ensureTopicWith(ctx context.Context, topic string, partitions int3
 	switch {
 	case n == 0:
 		want := desiredTopicConfigs(h.cfg, edge)
-		err := h.createTopic(ctx, topic, partitions, want)
+		created, err := h.createTopic(ctx, topic, partitions, want)
 		if err != nil && len(want) > 0 && refusal(err) {
 			// A setting the hub does not take (a bad --hub-topic-config
 			// value, a topic policy): create the topic with what edgemirror
 			// needs, then apply the settings one by one.
 			h.log.Warn("hub refused to create topic with its settings; creating it without them",
 				slog.String("topic", topic), slog.Any("settings", want), slog.Any("error", err))
-			if err = h.createTopic(ctx, topic, partitions, nil); err == nil {
+			if created, err = h.createTopic(ctx, topic, partitions, nil); err == nil {
 				refused, err = h.alterTopicConfigs(ctx, topic, setOps(want))
 				if err != nil {
 					// The topic exists; its settings are retried at the
@@ -81,8 +81,12 @@ func (h *hub) ensureTopicWith(ctx context.Context, topic string, partitions int3
 		if err != nil {
 			return nil, errUnavailable(fmt.Sprintf("create hub topic %s: %v", topic, err), 2)
 		}
-		h.log.Info("created hub topic", slog.String("topic", topic), slog.Int("partitions", int(partitions)),
-			slog.Any("settings", want))
+		if created {
+			h.log.Info("created hub topic", slog.String("topic", topic), slog.Int("partitions", int(partitions)),
+				slog.Any("settings", want))
+		} else {
+			h.log.Debug("hub topic created meanwhile by another request", slog.String("topic", topic))
+		}
 	case n < partitions:
 		res, err := h.client.CreatePartitions(ctx, &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{{
 			Name: topic, Count: partitions,
@@ -127,8 +131,9 @@ func (h *hub) ensureTopicWith(ctx context.Context, topic string, partitions int3
 	}
 }
 
-// createTopic sends one CreateTopics request; an existing topic is success.
-func (h *hub) createTopic(ctx context.Context, topic string, partitions int32, settings map[string]string) error {
+// createTopic sends one CreateTopics request. An existing topic is no
+// error, but created is false: its settings are not these.
+func (h *hub) createTopic(ctx context.Context, topic string, partitions int32, settings map[string]string) (created bool, err error) {
 	entries := []kafka.ConfigEntry{{ConfigName: configTimestampType, ConfigValue: "CreateTime"}}
 	for _, k := range slices.Sorted(maps.Keys(settings)) {
 		entries = append(entries, kafka.ConfigEntry{ConfigName: k, ConfigValue: settings[k]})
@@ -140,12 +145,15 @@ func (h *hub) createTopic(ctx context.Context, topic string, partitions int32, s
 		ConfigEntries:     entries,
 	}}})
 	if err != nil {
-		return err
+		return false, err
 	}
-	if e := res.Errors[topic]; e != nil && !errors.Is(e, kafka.TopicAlreadyExists) {
-		return e
+	if e := res.Errors[topic]; e != nil {
+		if errors.Is(e, kafka.TopicAlreadyExists) {
+			return false, nil
+		}
+		return false, e
 	}
-	return nil
+	return true, nil
 }
 
 // describe returns a hub topic's partition count (0 if it does not exist)
