@@ -69,13 +69,14 @@ type topicConfigSync struct {
 	warned   map[string]string // topic → last problem logged, so that it is logged once
 	lastFull time.Time         // when every topic was last reported
 	resync   time.Duration     // resyncInterval; shorter in tests
+	maxWait  time.Duration     // firstSyncWait; shorter in tests
 }
 
 func newTopicConfigSync(cfg *Config, log *slog.Logger, edge *kafka.Client, hc *http.Client, base *url.URL,
 	identity func(*http.Request), m *metrics) *topicConfigSync {
 	return &topicConfigSync{cfg: cfg, log: log, edge: edge, http: hc, base: base, identity: identity, m: m,
 		topics: make(map[string]int32), wake: make(chan struct{}, 1), first: make(chan struct{}),
-		synced: make(map[string]string), warned: make(map[string]string), resync: resyncInterval}
+		synced: make(map[string]string), warned: make(map[string]string), resync: resyncInterval, maxWait: firstSyncWait}
 }
 
 // setTopics tells the sync which topics the reader mirrors now. A new topic
@@ -109,7 +110,7 @@ func (s *topicConfigSync) setTopics(list []wire.Topic) {
 // report arrives lacks the edge's settings for a moment (until the report
 // reaches the aggregator). It gives up early when ctx ends.
 func (s *topicConfigSync) waitFirst(ctx context.Context) {
-	t := time.NewTimer(firstSyncWait)
+	t := time.NewTimer(s.maxWait)
 	defer t.Stop()
 	select {
 	case <-s.first:

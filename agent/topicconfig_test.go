@@ -265,3 +265,56 @@ func TestTopicConfigResync(t *testing.T) {
 		t.Errorf("3 reports in %s, faster than two resync intervals (%s)", took, 2*s.resync)
 	}
 }
+
+// Shipping waits at start for the first report, but never longer than the
+// bound, and not at all once the report was tried.
+func TestTopicConfigWaitFirst(t *testing.T) {
+	edge := newCluster(t)
+	createTopic(t, newProducer(t, edge), "plain", 1)
+	var posted atomic.Bool
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+wire.PathTopicConfigs, func(w http.ResponseWriter, r *http.Request) {
+		posted.Store(true)
+		writeTestJSON(w, 503, wire.ErrorResponse{Error: "hub unavailable"}) // tried, not taken: enough
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	base, _ := url.Parse(srv.URL)
+	cfg := DefaultConfig()
+	cfg.EdgeID = "plant-1"
+	cfg.MetadataInterval = time.Minute // only the wake runs a sync
+	tr := &kafka.Transport{MetadataTTL: time.Second}
+	defer tr.CloseIdleConnections()
+	kc := &kafka.Client{Addr: kafka.TCP(edge.ListenAddrs()...), Transport: tr, Timeout: 10 * time.Second}
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.CloseIdleConnections()
+	s := newTopicConfigSync(&cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), kc, hc, base, nil, newMetrics())
+	s.maxWait = 300 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// No topic known yet (the edge is unreachable, say): the bound holds.
+	start := time.Now()
+	s.waitFirst(ctx)
+	if took := time.Since(start); took < s.maxWait || took > s.maxWait+2*time.Second {
+		t.Fatalf("waitFirst without a sync took %s, want about %s", took, s.maxWait)
+	}
+	if posted.Load() {
+		t.Fatal("a report was sent without any topic")
+	}
+	// Once the first sync with topics was tried, waitFirst returns at once.
+	s.setTopics([]wire.Topic{{Name: "plain", Partitions: 1}})
+	s.maxWait = time.Minute
+	waited := make(chan struct{})
+	go func() { s.waitFirst(ctx); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("waitFirst did not return after the first sync")
+	}
+	if !posted.Load() {
+		t.Fatal("waitFirst returned before the first report was tried")
+	}
+}
