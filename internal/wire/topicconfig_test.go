@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -46,4 +47,44 @@ func TestTopicConfigValidate(t *testing.T) {
 			t.Errorf("%+v: error %v, want one mentioning %q", tc.tc, err, tc.want)
 		}
 	}
+}
+
+// FuzzTopicConfigReport: whatever a sender puts in a report, decoding and
+// validating it never panics, and a report that validates still validates
+// after a round trip through JSON with the same content.
+func FuzzTopicConfigReport(f *testing.F) {
+	f.Add([]byte(`{"topics":[{"topic":"state","partitions":3,"configs":{"cleanup.policy":"compact","retention.ms":"1"}}]}`))
+	f.Add([]byte(`{"topics":[{"topic":"..","partitions":-1,"configs":{"min.insync.replicas":""}}]}`))
+	f.Add([]byte(`{"topics":null}`))
+	f.Add([]byte(`{`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var rep TopicConfigReport
+		if json.Unmarshal(b, &rep) != nil {
+			return
+		}
+		for _, tc := range rep.Topics {
+			if tc.Validate() != nil {
+				continue
+			}
+			out, err := json.Marshal(tc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back TopicConfig
+			if err := json.Unmarshal(out, &back); err != nil {
+				t.Fatalf("re-decode %s: %v", out, err)
+			}
+			if err := back.Validate(); err != nil {
+				t.Fatalf("valid %+v is invalid after a round trip: %v", tc, err)
+			}
+			if back.Topic != tc.Topic || back.Partitions != tc.Partitions || len(back.Configs) != len(tc.Configs) {
+				t.Fatalf("round trip changed %+v into %+v", tc, back)
+			}
+			for k, v := range tc.Configs {
+				if back.Configs[k] != v {
+					t.Fatalf("round trip changed %s=%q into %q", k, v, back.Configs[k])
+				}
+			}
+		}
+	})
 }
