@@ -113,8 +113,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	var tcs *topicConfigSync
+	if a.cfg.SyncTopicConfigs {
+		tcs = newTopicConfigSync(&a.cfg, a.log, client, hc, eps.currentURL, sh.setIdentity, a.m)
+		rd.topicsSeen = tcs.setTopics
+		g.Go(func() error { return tcs.run(gctx) })
+	}
 	g.Go(func() error { return a.readLoop(gctx, rd, store, enc) })
-	g.Go(func() error { return sh.run(gctx) })
+	g.Go(func() error {
+		if tcs != nil {
+			// Hub topics created by a backlog's first chunks get the
+			// edge's settings from the start (bounded wait).
+			tcs.waitFirst(gctx)
+		}
+		return sh.run(gctx)
+	})
 	if cp != nil {
 		g.Go(func() error { return cp.run(gctx) })
 	}

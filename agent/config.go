@@ -109,6 +109,9 @@ type Config struct {
 	// committed offsets are checkpointed (whole id); empty: none.
 	SyncGroups         string
 	CheckpointInterval time.Duration
+	// SyncTopicConfigs reports the edge topics' settings to the aggregator
+	// so that hub topics keep them (topicconfig.go).
+	SyncTopicConfigs bool
 
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics registered
@@ -137,6 +140,7 @@ func DefaultConfig() Config {
 		LossInterval:     DefaultLossReportInterval,
 
 		CheckpointInterval: DefaultCheckpointInterval,
+		SyncTopicConfigs:   true,
 	}
 }
 

@@ -20,6 +20,18 @@
 // bbolt transaction as the chunk holding the records before it. The edge
 // cluster's consumer-group offsets are never read or written.
 //
+// # Topic settings
+//
+// With Config.SyncTopicConfigs (the default) the agent also reads the
+// settings of every mirrored topic that are overrides of the topic itself
+// (wire.SyncedTopicConfigs: cleanup policy, retention, compaction settings,
+// ...; never broker defaults), when it starts mirroring the topic and every
+// MetadataInterval, and reports those the aggregator has not taken yet in a
+// small request of its own (docs/protocol.md 3.7). Reading never waits for
+// it; shipping waits at start for the first report, at most a few seconds,
+// so that the hub topics a buffered backlog creates get the edge's settings
+// from the start.
+//
 // # Reading committed records only
 //
 // kafka-go's IsolationLevel does not filter aborted transactions (kafka-go

@@ -30,6 +30,9 @@ type metrics struct {
 	linkUp         prometheus.Gauge
 	sendDuration   prometheus.Histogram
 	lossesReported prometheus.Counter
+	// topicConfigReports counts topics reported to the aggregator by
+	// result (synced, refused, error, ignored).
+	topicConfigReports *prometheus.CounterVec
 
 	collectors promutil.Set
 }
@@ -73,10 +76,12 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
 		lossesReported: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
 			Name: "loss_ranges_reported_total", Help: "Loss ranges delivered to the aggregator."}),
+		topicConfigReports: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "topic_config_reports_total", Help: "Edge topic settings reported to the aggregator, per topic, by result (synced, refused, error, ignored)."}, []string{"result"}),
 	}
 	m.collectors = promutil.Set{m.recordsRead, m.skipped, m.lost, m.fetchErrors, m.partitions,
 		m.highWatermark, m.lag, m.chunksBuilt, m.rawBytes, m.frameBytes, m.chunksSent, m.recordsAcked,
-		m.sendErrors, m.inflight, m.wireBytes, m.linkUp, m.sendDuration, m.lossesReported}
+		m.sendErrors, m.inflight, m.wireBytes, m.linkUp, m.sendDuration, m.lossesReported, m.topicConfigReports}
 	return m
 }
 

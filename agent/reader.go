@@ -104,6 +104,9 @@ type reader struct {
 	// bounded by one chunk and one response, whatever the compression
 	// ratio of the edge's batches.
 	full func() error
+	// topicsSeen, if set, is told the mirrored topics after every metadata
+	// refresh (the topic config sync, topicconfig.go). It must not block.
+	topicsSeen func([]wire.Topic)
 }
 
 func newReader(cfg *Config, log *slog.Logger, client *kafka.Client, stored map[buffer.PartitionKey]int64, m *metrics) (*reader, error) {
@@ -175,6 +178,9 @@ func (r *reader) refreshMetadata(ctx context.Context) error {
 		}
 	}
 	r.m.partitions.Set(float64(len(r.parts)))
+	if r.topicsSeen != nil {
+		r.topicsSeen(r.topicList())
+	}
 	return nil
 }
 

@@ -89,7 +89,8 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	defer cps.m.collectors.Unregister(a.cfg.Registerer)
 	defer cps.close()
 	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, dec: dec, m: a.m, cps: cps,
-		edges: make(map[string]*edgeState), stopping: make(chan struct{}), applyCtx: applyCtx}
+		edges: make(map[string]*edgeState), stopping: make(chan struct{}), applyCtx: applyCtx,
+		topics: newTopicSyncer(h, &a.cfg)}
 
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {

@@ -76,6 +76,12 @@ type Config struct {
 	// SyncGroupOffsets also commits translated checkpoints to the same
 	// group on the hub while that group has no active members.
 	SyncGroupOffsets bool
+	// SyncTopicConfigs applies the agents' topic config reports: hub
+	// topics take the edge topics' synced settings (wire.SyncedTopicConfigs).
+	SyncTopicConfigs bool
+	// HubTopicConfigs are set on every hub topic and win over what the
+	// edge says (--hub-topic-config KEY=VALUE).
+	HubTopicConfigs map[string]string
 
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics
@@ -100,6 +106,7 @@ func DefaultConfig() Config {
 		HubTimeout:            DefaultHubTimeout,
 		ParallelPartitions:    DefaultParallelPartitions,
 		CheckpointTopic:       DefaultCheckpointTopic,
+		SyncTopicConfigs:      true,
 	}
 }
 
@@ -166,6 +173,26 @@ func (c *Config) Validate() error {
 	}
 	if err := wire.ValidTopicName(c.CheckpointTopic); err != nil {
 		return bad("--checkpoint-topic", c.CheckpointTopic, "%v", err)
+	}
+	for k, v := range c.HubTopicConfigs {
+		if err := validTopicConfigKey(k); err != nil {
+			return bad("--hub-topic-config", k+"="+v, "%v", err)
+		}
+		if v == "" || len(v) > wire.MaxTopicConfigValueLen {
+			return bad("--hub-topic-config", k+"="+v, "value of %s must be 1-%d characters", k, wire.MaxTopicConfigValueLen)
+		}
+	}
+	return nil
+}
+
+// validTopicConfigKey checks a --hub-topic-config key: a Kafka topic config
+// name, and not one edgemirror sets itself.
+func validTopicConfigKey(k string) error {
+	if k == "" || strings.Trim(k, "abcdefghijklmnopqrstuvwxyz0123456789.") != "" || strings.HasPrefix(k, ".") || strings.HasSuffix(k, ".") {
+		return fmt.Errorf("%q is not a topic config name (lower case words joined by dots, e.g. retention.ms)", k)
+	}
+	if k == configTimestampType {
+		return fmt.Errorf("%s is always CreateTime on hub topics, so that records keep their source timestamps", k)
 	}
 	return nil
 }

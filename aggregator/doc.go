@@ -32,6 +32,16 @@
 // (the leader dedupes it by sequence number), or the transaction abandoned
 // and aborted by the next claim. Nothing waits for the hub to look quiet.
 //
+// # Hub topics
+//
+// A hub topic is created with the source's partition count,
+// message.timestamp.type=CreateTime, and the edge topic's settings as the
+// agent reports them (POST /v1/topic-configs), with Config.HubTopicConfigs on
+// top; later changes are applied with IncrementalAlterConfigs. A setting the
+// hub refuses is logged, counted and retried at the agent's next report; it
+// never stops records. docs/design.md explains what compaction at the hub
+// means for the watermark derivation.
+//
 // # State
 //
 // The state directory holds, per edge, the buffer epoch and the next expected

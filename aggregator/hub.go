@@ -78,8 +78,8 @@ type chunkResult struct {
 	refused             []wire.LossRange // records the hub refused for good
 }
 
-// refusal is a source record the hub refused for good, and why.
-type refusal struct {
+// refusedRecord is a source record the hub refused for good, and why.
+type refusedRecord struct {
 	key    sourceKey
 	offset int64
 }
@@ -109,7 +109,7 @@ type partWrite struct {
 // or an error for the whole transaction: then nothing of it is visible, and
 // every chunk may be applied again.
 func (w *edgeWriter) apply(ctx context.Context, chunks []*wire.Chunk) ([]chunkResult, error) {
-	refused := make(map[refusal]string)
+	refused := make(map[refusedRecord]string)
 	for round := 0; ; round++ {
 		res, err := w.attempt(ctx, chunks, refused)
 		var be *batchError
@@ -140,7 +140,7 @@ func (w *edgeWriter) apply(ctx context.Context, chunks []*wire.Chunk) ([]chunkRe
 			if rerr != nil && rerr.Error() != "" {
 				reason = fmt.Sprintf("%v: %v", be.err.Err, rerr)
 			}
-			refused[refusal{key: be.pw.key, offset: be.offsets[i]}] = reason
+			refused[refusedRecord{key: be.pw.key, offset: be.offsets[i]}] = reason
 			w.h.log.Error("hub refused a record for good; it is recorded as lost and the rest of its chunk is written",
 				slog.String("edge", w.edge), slog.String("topic", be.pw.key.topic), slog.Int("partition", int(be.pw.key.partition)),
 				slog.Int64("offset", be.offsets[i]), slog.String("hub_topic", be.pw.dest), slog.String("reason", reason))
@@ -150,7 +150,7 @@ func (w *edgeWriter) apply(ctx context.Context, chunks []*wire.Chunk) ([]chunkRe
 
 // attempt writes one group in one transaction, leaving out the refused
 // records.
-func (w *edgeWriter) attempt(ctx context.Context, chunks []*wire.Chunk, refused map[refusal]string) ([]chunkResult, error) {
+func (w *edgeWriter) attempt(ctx context.Context, chunks []*wire.Chunk, refused map[refusedRecord]string) ([]chunkResult, error) {
 	if _, _, claimed := w.prod.Session(); !claimed {
 		if err := w.claim(ctx); err != nil {
 			return nil, err
@@ -186,7 +186,7 @@ func (w *edgeWriter) attempt(ctx context.Context, chunks []*wire.Chunk, refused 
 					res[ci].duplicates++
 					continue
 				}
-				if _, ok := refused[refusal{key: g.key, offset: r.Offset}]; ok {
+				if _, ok := refused[refusedRecord{key: g.key, offset: r.Offset}]; ok {
 					res[ci].refused = append(res[ci].refused, wire.LossRange{Topic: r.Topic, Partition: r.Partition,
 						FirstOffset: r.Offset, LastOffset: r.Offset, Records: 1, Reason: wire.LossReasonRefusedByHub})
 					wm = r.Offset

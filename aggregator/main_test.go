@@ -83,8 +83,10 @@ func newTestServer(t testing.TB, hub *kfake.Cluster, stateDir string, mutate fun
 	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: cfg.HubTimeout}
 	m := newMetrics()
 	applyCtx, cancelApply := context.WithCancel(context.Background())
-	srv := &server{cfg: &cfg, log: log, hub: newHub(&cfg, log, client, m), state: st, dec: dec, m: m,
-		edges: make(map[string]*edgeState), stopping: make(chan struct{}), applyCtx: applyCtx}
+	h := newHub(&cfg, log, client, m)
+	srv := &server{cfg: &cfg, log: log, hub: h, state: st, dec: dec, m: m,
+		edges: make(map[string]*edgeState), stopping: make(chan struct{}), applyCtx: applyCtx,
+		topics: newTopicSyncer(h, &cfg)}
 	hs := httptest.NewServer(srv.routes())
 	httpTr := &http.Transport{}
 	t.Cleanup(func() {

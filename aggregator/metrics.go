@@ -26,6 +26,11 @@ type metrics struct {
 	lost            *prometheus.CounterVec
 	receivedBytes   prometheus.Counter
 	edges           prometheus.Gauge
+	// topicConfigChanges counts hub topic settings changed, by op (set,
+	// delete); topicConfigRefused those the hub refused, by key (the synced
+	// keys and --hub-topic-config keys: a bounded set).
+	topicConfigChanges *prometheus.CounterVec
+	topicConfigRefused *prometheus.CounterVec
 
 	collectors promutil.Set
 }
@@ -69,10 +74,14 @@ func newMetrics() *metrics {
 			Name: "chunk_bytes_received_total", Help: "Chunk frame bytes received."}),
 		edges: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "aggregator",
 			Name: "edges", Help: "Edges seen since start."}),
+		topicConfigChanges: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "topic_config_changes_total", Help: "Hub topic settings changed to follow the edge, by op (set, delete)."}, []string{"op"}),
+		topicConfigRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "topic_config_refused_total", Help: "Hub topic settings the hub refused, by key; retried at the next sync."}, []string{"key"}),
 	}
 	m.collectors = promutil.Set{m.chunks, m.written, m.duplicates, m.produceErrors, m.produceDuration,
 		m.claims, m.fenced, m.transactions, m.txnRecords, m.txnChunks, m.commitDuration,
-		m.applyDuration, m.derivations, m.lost, m.receivedBytes, m.edges}
+		m.applyDuration, m.derivations, m.lost, m.receivedBytes, m.edges, m.topicConfigChanges, m.topicConfigRefused}
 	return m
 }
 

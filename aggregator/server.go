@@ -67,6 +67,8 @@ type server struct {
 	dec   *wire.Decoder
 	m     *metrics
 	cps   *checkpointer // group checkpoints; nil answers 404
+	// topics applies topic config reports (topicconfig.go).
+	topics *topicSyncer
 
 	mu    sync.Mutex
 	edges map[string]*edgeState
@@ -90,6 +92,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET "+wire.PathLosses, s.handleListLosses)
 	mux.HandleFunc("GET "+wire.PathResume, s.handleResume)
 	mux.HandleFunc("POST "+wire.PathCheckpoints, s.handleCheckpoints)
+	mux.HandleFunc("POST "+wire.PathTopicConfigs, s.handleTopicConfigs)
 	mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

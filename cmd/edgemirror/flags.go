@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -83,6 +84,11 @@ func (c *command) boolv(p *bool, name, usage string)   { c.add(name, (*boolValue
 func (c *command) regex(p *string, name, usage string) { c.add(name, (*regexValue)(p), usage) }
 func (c *command) duration(p *time.Duration, name, usage string) {
 	c.add(name, (*durationValue)(p), usage)
+}
+
+// kvs is a repeatable KEY=VALUE flag; parse checks each pair.
+func (c *command) kvs(p *map[string]string, name string, parse func(string) (string, string, error), usage string) {
+	c.add(name, &kvValue{p: p, parse: parse}, usage)
 }
 
 // choice is a flag that takes one of a fixed set of words.
@@ -300,3 +306,44 @@ func (v *int64Value) Set(s string) error {
 func (v *int64Value) String() string { return strconv.FormatInt(int64(*v), 10) }
 
 func (c *command) int64v(p *int64, name, usage string) { c.add(name, (*int64Value)(p), usage) }
+
+// kvValue collects KEY=VALUE pairs. Each use of the flag adds pairs (a later
+// one for the same key wins); one value may hold several pairs separated by
+// ";", which is how the environment variable gives more than one. Values may
+// contain commas (cleanup.policy=compact,delete).
+type kvValue struct {
+	p     *map[string]string
+	parse func(string) (string, string, error)
+}
+
+func (v *kvValue) Set(s string) error {
+	for _, part := range strings.Split(s, ";") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		k, val, err := v.parse(part)
+		if err != nil {
+			return err
+		}
+		if *v.p == nil {
+			*v.p = make(map[string]string)
+		}
+		(*v.p)[k] = val
+	}
+	return nil
+}
+
+func (v *kvValue) String() string {
+	if v.p == nil || len(*v.p) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(*v.p))
+	for k := range *v.p {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + (*v.p)[k]
+	}
+	return strings.Join(keys, ";")
+}

@@ -249,6 +249,10 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cmd.section("Edge Kafka tuning")
 	cmd.duration(&cfg.MetadataInterval, "metadata-interval", "how often topics and partitions are re-listed (new ones are picked up within it)")
 	cmd.bytes(&fetchBytes, "fetch-max-bytes", "largest fetch response from the edge cluster")
+	cmd.boolv(&cfg.SyncTopicConfigs, "sync-topic-configs",
+		"read each mirrored topic's own settings (cleanup.policy, retention, compaction, segment.ms, max.message.bytes,\n"+
+			"      compression.type; never broker defaults) when it is first mirrored and every --metadata-interval, and\n"+
+			"      report changes to the aggregator so that the hub topic keeps them; false turns this off")
 	cmd.section("Consumer group checkpoints")
 	cmd.regex(&cfg.SyncGroups, "sync-groups", "regular expression of the edge consumer groups (whole id) whose committed offsets are sent to the aggregator, which keeps them translated in the hub for translate-group; empty: none")
 	cmd.duration(&cfg.CheckpointInterval, "checkpoint-interval", "how often the offsets of the --sync-groups groups are read and sent")
@@ -270,9 +274,9 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		return &usageError{message: err.Error(), hint: cmd.example}
 	}
 	if co.check {
-		fmt.Fprintf(stdout, "configuration valid: agent edge-id=%s brokers=%s aggregator=%s buffer=%s (max %s, %s) batch=%d linger=%s bandwidth=%d compression=%s/%s inflight=%d\n",
+		fmt.Fprintf(stdout, "configuration valid: agent edge-id=%s brokers=%s aggregator=%s buffer=%s (max %s, %s) batch=%d linger=%s bandwidth=%d compression=%s/%s inflight=%d sync-topic-configs=%t\n",
 			cfg.EdgeID, strings.Join(cfg.Brokers, ","), cfg.Aggregator, cfg.BufferDir, fmtBytes(cfg.BufferMaxBytes), cfg.BufferFull,
-			cfg.BatchBytes, cfg.Linger, cfg.Bandwidth, cfg.Compression, cfg.CompressionLevel, cfg.Inflight)
+			cfg.BatchBytes, cfg.Linger, cfg.Bandwidth, cfg.Compression, cfg.CompressionLevel, cfg.Inflight, cfg.SyncTopicConfigs)
 		return nil
 	}
 	return co.serve(ctx, stderr, func(log *slog.Logger, reg prometheus.Registerer) (runner, error) {
@@ -336,6 +340,15 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cmd.section("Consumer group checkpoints")
 	cmd.str(&cfg.CheckpointTopic, "checkpoint-topic", "compacted hub topic that keeps the latest translated checkpoint per edge, group and partition")
 	cmd.boolv(&cfg.SyncGroupOffsets, "sync-group-offsets", "also commit translated checkpoints to the same group on the hub, only while it has no active members, never backwards")
+	cmd.section("Hub topic settings")
+	cmd.boolv(&cfg.SyncTopicConfigs, "sync-topic-configs",
+		"give hub topics the settings the agents report for their edge topics (cleanup.policy, retention.ms, retention.bytes,\n"+
+			"      min/max.compaction.lag.ms, delete.retention.ms, min.cleanable.dirty.ratio, segment.ms, max.message.bytes,\n"+
+			"      compression.type) and keep them in sync; false ignores the reports")
+	cmd.kvs(&cfg.HubTopicConfigs, "hub-topic-config", aggregator.ParseTopicConfig,
+		"KEY=VALUE set on every hub topic, winning over what the edge says (e.g. retention.ms=2592000000 for a longer\n"+
+			"      retention in the centre); repeat the flag for several, or separate them with ; (also in the environment variable).\n"+
+			"      Kafka refuses records without a key on compacted topics: set cleanup.policy=compact only for keyed edge topics")
 	cmd.section("State")
 	cmd.str(&cfg.StateDir, "state-dir", "directory of the aggregator's state (resume points and loss reports; may be lost without duplicates)")
 	co.register(cmd)
@@ -354,8 +367,9 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 		return &usageError{message: err.Error(), hint: cmd.example}
 	}
 	if co.check {
-		fmt.Fprintf(stdout, "configuration valid: aggregator listen=%s brokers=%s state-dir=%s topic-template=%s max-chunk=%s\n",
-			cfg.Listen, strings.Join(cfg.Brokers, ","), cfg.StateDir, cfg.TopicTemplate, fmtBytes(cfg.MaxChunkBytes))
+		fmt.Fprintf(stdout, "configuration valid: aggregator listen=%s brokers=%s state-dir=%s topic-template=%s max-chunk=%s sync-topic-configs=%t hub-topic-config=%s\n",
+			cfg.Listen, strings.Join(cfg.Brokers, ","), cfg.StateDir, cfg.TopicTemplate, fmtBytes(cfg.MaxChunkBytes),
+			cfg.SyncTopicConfigs, (&kvValue{p: &cfg.HubTopicConfigs}).String())
 		return nil
 	}
 	return co.serve(ctx, stderr, func(log *slog.Logger, reg prometheus.Registerer) (runner, error) {

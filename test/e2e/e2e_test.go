@@ -60,4 +60,5 @@ func TestTwoAggregators(t *testing.T) { scenario.TwoAggregators(t, clusters, 300
 
 // TestAgentFailover: a dead endpoint, then a killed aggregator; the agent
 // moves on each time.
-func TestAgentFailover(t *testing.T) { scenario.AgentFailover(t, clusters) }
+func TestAgentFailover(t *testing.T)   { scenario.AgentFailover(t, clusters) }
+func TestTopicConfigSync(t *testing.T) { scenario.TopicConfigSync(t, clusters) }

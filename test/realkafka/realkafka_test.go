@@ -4,7 +4,9 @@
 // Apache Kafka brokers (KRaft, started from Maven Central jars by
 // test/kafka/kafka.sh): every scenario of the in-process suite on Kafka 4.x,
 // plus broker kill -9 and restart at the edge and at the hub, a compacted
-// source topic, and the main exactly-once scenario on Kafka 3.9.
+// source topic, hub topics that keep their edge topics' settings (also on
+// 3.9), compaction at the hub under an aggregator with an empty state dir,
+// and the main exactly-once scenario on Kafka 3.9.
 //
 // Run it with `make test-realkafka` (or `go test -tags realkafka`). The first
 // run downloads Kafka once into ~/.m2. EDGEMIRROR_REAL_KAFKA=0 skips it.
@@ -120,6 +122,11 @@ func TestDropOldestReportsExactLoss(t *testing.T)  { scenario.DropOldest(t, kafk
 func TestTransactions(t *testing.T)                { scenario.Transactions(t, kafka4) }
 func TestEdgeRetentionLossIsReported(t *testing.T) { scenario.EdgeRetention(t, kafka4) }
 func TestCompactedSourceTopic(t *testing.T)        { scenario.Compacted(t, kafka4) }
+func TestTopicConfigSync(t *testing.T)             { scenario.TopicConfigSync(t, kafka4) }
+func TestCompactedHubTail(t *testing.T)            { scenario.CompactedHubTail(t, kafka4) }
+func TestCompactedHubTailActive(t *testing.T)      { scenario.CompactedHubTailActive(t, kafka4) }
+func TestTopicConfigRefused(t *testing.T)          { scenario.TopicConfigRefused(t, kafka4) }
+func TestKafka39TopicConfigSync(t *testing.T)      { scenario.TopicConfigSync(t, shared(Version39)) }
 func TestKafka39KillAgentMidStream(t *testing.T)   { scenario.KillAgent(t, shared(Version39)) }
 func TestKafka39EmptyAggregatorState(t *testing.T) {
 	scenario.EmptyAggregatorState(t, shared(Version39))
