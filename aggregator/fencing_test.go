@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"reflect"
@@ -8,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/edgemirror/edgemirror/internal/wire"
@@ -237,5 +240,49 @@ func TestHubAuthorizationRefusalRetried(t *testing.T) {
 	}
 	if got := fmt.Sprint(sourceOffsets(t, readHub(t, hub, "e1.sensors")[0])); got != fmt.Sprint(seqOffsets(0, 10)) {
 		t.Errorf("hub holds %s", got)
+	}
+}
+
+// TestWatermarkSurvivesRemovedTail: the hub removes a partition's records
+// (retention on a quiet partition; compaction removing a tombstone tail
+// behaves alike); the records' provenance is gone, but the watermark each
+// transaction committed with them is not. A chunk sent again to an
+// aggregator with an empty state directory writes nothing twice.
+func TestWatermarkSurvivesRemovedTail(t *testing.T) {
+	hub := newHubCluster(t)
+	a := newTestServer(t, hub, "", nil)
+	f := newFrameBuilder(t)
+	topics := []wire.Topic{{Name: "sensors", Partitions: 1}}
+	frame := f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 10)))
+	if r := a.send(t, "e1", 1, 1, frame); r.status != 200 || r.ok.Written != 10 {
+		t.Fatalf("first write: %v", r)
+	}
+	ctx := context.Background()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(hub.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, "e1.sensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, _ := ends.Lookup("e1.sensors", 0)
+	del := kadm.Offsets{}
+	del.Add(kadm.Offset{Topic: "e1.sensors", Partition: 0, At: end.Offset})
+	if res, err := adm.DeleteRecords(ctx, del); err != nil || res.Error() != nil {
+		t.Fatalf("delete records: %v %v", err, res.Error())
+	}
+	b := newTestServer(t, hub, "", nil) // empty state, another process
+	if r := b.send(t, "e1", 1, 1, frame); r.status != 200 || r.ok.Written != 0 || r.ok.Duplicates != 10 {
+		t.Fatalf("chunk sent again after the hub removed its records: %v, want 10 duplicates", r)
+	}
+	frame2 := f.frame(chunkOf(2, topics, sensorRecords("sensors", 0, 10, 5)))
+	if r := b.send(t, "e1", 1, 2, frame2); r.status != 200 || r.ok.Written != 5 {
+		t.Fatalf("next chunk: %v", r)
+	}
+	if got := fmt.Sprint(sourceOffsets(t, readHub(t, hub, "e1.sensors")[0])); got != fmt.Sprint(seqOffsets(10, 5)) {
+		t.Errorf("hub holds %s, want only 10..14 after the removed ones", got)
 	}
 }

@@ -52,6 +52,9 @@ type edgeWriter struct {
 	edge string
 	prod *txn.Producer
 	wms  map[sourceKey]int64 // -1: nothing in the hub yet; missing: not derived under this claim
+	// stored are the watermarks the edge's transactions committed as
+	// offsets of its consumer group, read once per claim (nil: not yet).
+	stored map[sourceKey]int64
 	// singles are partitions whose hub topic refused a whole batch without
 	// naming a record: they are written one record per batch until the
 	// refused record is found.
@@ -102,6 +105,7 @@ type partWrite struct {
 	records []txn.Record
 	owner   []int   // index of the chunk each record comes from
 	offsets []int64 // source offset of each record
+	nextHub int64   // hub offset after the last record, once produced
 }
 
 // apply writes the records of the given chunks that the hub does not have
@@ -210,6 +214,9 @@ func (w *edgeWriter) attempt(ctx context.Context, chunks []*wire.Chunk, refused 
 		if err := w.write(ctx, writes); err != nil {
 			return nil, err
 		}
+		if err := w.storeWatermarks(ctx, writes, marks); err != nil {
+			return nil, err
+		}
 		start := time.Now()
 		if err := w.prod.Commit(ctx); err != nil {
 			return nil, err
@@ -240,6 +247,7 @@ func (w *edgeWriter) claim(ctx context.Context) error {
 		return &applyError{kind: applyUnavailable, msg: fmt.Sprintf("take transactional id %s: %v", w.prod.TransactionalID(), err), cause: err}
 	}
 	clear(w.wms)
+	w.stored = nil
 	pid, epoch, _ := w.prod.Session()
 	w.h.m.claims.Inc()
 	w.h.log.Info("writing for edge", slog.String("edge", w.edge), slog.String("transactional_id", w.prod.TransactionalID()),
@@ -252,6 +260,7 @@ func (w *edgeWriter) claim(ctx context.Context) error {
 // derives the watermarks afresh.
 func (w *edgeWriter) forget() {
 	clear(w.wms)
+	w.stored = nil
 }
 
 // failed turns a transaction's error into an applyError and leaves the
@@ -348,7 +357,7 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite) error {
 					n++
 				}
 				start := time.Now()
-				_, err := w.prod.Produce(ectx, pw.dest, pw.key.partition, pw.records[from:from+n])
+				base, err := w.prod.Produce(ectx, pw.dest, pw.key.partition, pw.records[from:from+n])
 				w.h.m.produceDuration.Observe(time.Since(start).Seconds())
 				if err != nil {
 					var te *txn.Error
@@ -358,6 +367,7 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite) error {
 					}
 					return err
 				}
+				pw.nextHub = base + int64(n)
 				from += n
 			}
 			return nil

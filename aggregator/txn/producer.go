@@ -37,7 +37,8 @@ type Producer struct {
 	claimed bool
 	seqs    map[tp]int32
 	added   map[tp]bool
-	dirty   bool // something was added since the last commit
+	groups  map[string]bool // consumer groups whose offsets are in the transaction
+	dirty   bool            // something was added since the last commit
 }
 
 type tp struct {
@@ -59,7 +60,7 @@ func New(cfg Config) (*Producer, error) {
 	if cfg.RetryFor <= 0 {
 		cfg.RetryFor = 30 * time.Second
 	}
-	return &Producer{cfg: cfg, seqs: make(map[tp]int32), added: make(map[tp]bool)}, nil
+	return &Producer{cfg: cfg, seqs: make(map[tp]int32), added: make(map[tp]bool), groups: make(map[string]bool)}, nil
 }
 
 // TransactionalID returns the id this producer writes under.
@@ -127,6 +128,7 @@ func (p *Producer) Claim(ctx context.Context) error {
 	p.pid, p.epoch, p.claimed = int64(res.Producer.ProducerID), int16(res.Producer.ProducerEpoch), true
 	clear(p.seqs)
 	clear(p.added)
+	clear(p.groups)
 	p.dirty = false
 	return nil
 }
@@ -280,8 +282,64 @@ func (p *Producer) Commit(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	clear(p.added)
+	clear(p.groups)
 	p.dirty = false
 	p.mu.Unlock()
+	return nil
+}
+
+// CommitOffsets commits offsets of a consumer group as part of the current
+// transaction (AddOffsetsToTxn, then TxnOffsetCommit): they become the
+// group's committed offsets exactly when the transaction commits, and never
+// if it aborts. The group needs no members (generation -1).
+func (p *Producer) CommitOffsets(ctx context.Context, group string, offsets map[string][]kafka.TxnOffsetCommit) error {
+	pid, epoch, err := p.session()
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	in := p.groups[group]
+	p.mu.Unlock()
+	if !in {
+		err = p.retry(ctx, func() error {
+			res, err := p.cfg.Client.AddOffsetsToTxn(ctx, &kafka.AddOffsetsToTxnRequest{
+				TransactionalID: p.cfg.TransactionalID, ProducerID: int(pid), ProducerEpoch: int(epoch), GroupID: group,
+			})
+			if err == nil && res.Error != nil {
+				err = res.Error
+			}
+			return err
+		})
+		if err != nil {
+			p.unclaim()
+			return classify("add offsets", "", -1, err)
+		}
+		p.mu.Lock()
+		p.groups[group] = true
+		p.dirty = true
+		p.mu.Unlock()
+	}
+	err = p.retry(ctx, func() error {
+		res, err := p.cfg.Client.TxnOffsetCommit(ctx, &kafka.TxnOffsetCommitRequest{
+			TransactionalID: p.cfg.TransactionalID, GroupID: group, ProducerID: int(pid), ProducerEpoch: int(epoch),
+			GenerationID: -1, Topics: offsets,
+		})
+		if err != nil {
+			return err
+		}
+		for _, ps := range res.Topics {
+			for _, pr := range ps {
+				if pr.Error != nil {
+					return pr.Error
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		p.unclaim()
+		return classify("commit offsets", "", -1, err)
+	}
 	return nil
 }
 
