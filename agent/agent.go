@@ -144,11 +144,8 @@ func (a *Agent) readLoop(ctx context.Context, rd *reader, store *buffer.Store, e
 		return nil
 	}
 	for {
-		if time.Since(rd.lastMeta) >= a.cfg.MetadataInterval {
-			if err := rd.refreshMetadata(ctx); err != nil && ctx.Err() == nil {
-				a.log.Warn("edge metadata refresh failed; will retry", slog.Any("error", err))
-				rd.lastMeta = time.Now().Add(-a.cfg.MetadataInterval + time.Second)
-			}
+		if err := rd.refreshIfDue(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("edge metadata refresh failed; will retry", slog.Any("error", err))
 		}
 		// Never wait in a fetch past the pending batch's linger deadline.
 		wait := maxWait

@@ -97,7 +97,10 @@ type reader struct {
 	topics   map[string]int32 // partition count per mirrored topic
 	stored   map[buffer.PartitionKey]int64
 	lastMeta time.Time
-	round    int // rotates the order partitions are served in
+	round    int // rotates the order partitions are fetched in
+
+	clientID      string // sent with raw fetch requests
+	correlationID int32
 
 	// full is called when the batch's records reach the chunk size in the
 	// middle of a fetch response; it writes them out, so that memory is
@@ -118,15 +121,16 @@ func newReader(cfg *Config, log *slog.Logger, client *kafka.Client, stored map[b
 		}
 	}
 	return &reader{
-		cfg:     cfg,
-		log:     log,
-		client:  client,
-		include: include,
-		exclude: exclude,
-		m:       m,
-		parts:   make(map[buffer.PartitionKey]*partition),
-		topics:  make(map[string]int32),
-		stored:  stored,
+		cfg:      cfg,
+		log:      log,
+		client:   client,
+		include:  include,
+		exclude:  exclude,
+		m:        m,
+		parts:    make(map[buffer.PartitionKey]*partition),
+		topics:   make(map[string]int32),
+		stored:   stored,
+		clientID: "edgemirror-agent-" + cfg.EdgeID,
 	}, nil
 }
 
@@ -141,6 +145,20 @@ func (r *reader) wanted(topic string) bool {
 	return r.include.MatchString(topic)
 }
 
+// refreshIfDue refreshes the metadata when the last refresh is older than
+// the metadata interval (or a fetch error asked for one).
+func (r *reader) refreshIfDue(ctx context.Context) error {
+	if time.Since(r.lastMeta) < r.cfg.MetadataInterval {
+		return nil
+	}
+	err := r.refreshMetadata(ctx)
+	if err != nil {
+		// Try again in a second, not at once.
+		r.lastMeta = time.Now().Add(-r.cfg.MetadataInterval + time.Second)
+	}
+	return err
+}
+
 // refreshMetadata lists topics and partitions and starts reading new ones.
 func (r *reader) refreshMetadata(ctx context.Context) error {
 	md, err := r.client.Metadata(ctx, &kafka.MetadataRequest{})
@@ -148,6 +166,15 @@ func (r *reader) refreshMetadata(ctx context.Context) error {
 		return fmt.Errorf("list edge topics: %w", err)
 	}
 	r.lastMeta = time.Now()
+	listed := make(map[string]bool, len(md.Topics))
+	for _, t := range md.Topics {
+		listed[t.Name] = true
+	}
+	for name := range r.topics {
+		if !listed[name] {
+			r.dropTopic(name)
+		}
+	}
 	for _, t := range md.Topics {
 		if t.Internal || t.Error != nil || !r.wanted(t.Name) {
 			continue
@@ -176,6 +203,33 @@ func (r *reader) refreshMetadata(ctx context.Context) error {
 	}
 	r.m.partitions.Set(float64(len(r.parts)))
 	return nil
+}
+
+// dropTopic stops reading a topic the edge cluster no longer lists (it was
+// deleted). kafka-go fails a whole fetch request when one of its topics is
+// missing from its metadata, so a deleted topic kept in the request would
+// stop every other partition of that broker. What was read of it stays in
+// the buffer and is shipped; if a topic of the same name comes back, it is
+// treated as a stored partition would be after a restart.
+func (r *reader) dropTopic(name string) {
+	var offsets []string
+	for k, p := range r.parts {
+		if k.Topic != name {
+			continue
+		}
+		if p.next >= 0 {
+			r.stored[k] = p.next
+			offsets = append(offsets, fmt.Sprintf("%d:%d", k.Partition, p.next))
+		}
+		delete(r.parts, k)
+		r.m.highWatermark.DeleteLabelValues(k.Topic, itoa(k.Partition))
+		r.m.lag.DeleteLabelValues(k.Topic, itoa(k.Partition))
+	}
+	sort.Strings(offsets)
+	r.log.Warn("edge topic deleted; stopped mirroring it (what was read of it is shipped from the buffer; next_offsets lists partition:offset)",
+		slog.String("topic", name), slog.Int("partitions", int(r.topics[name])),
+		slog.String("next_offsets", strings.Join(offsets, ",")))
+	delete(r.topics, name)
 }
 
 // topicList returns the mirrored topics and their partition counts, sorted.
@@ -228,8 +282,15 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 	type result struct {
 		parts []*partition
 		res   *fetchapi.Response
+		last  map[buffer.PartitionKey]int64
 		err   error
 	}
+	// A broker fills the partitions of a request in request order, and only
+	// the first one with data may exceed its share of the response (KIP-74):
+	// with a backlog of batches larger than the share, only that one gets
+	// data. Rotate the order every round, so that every partition comes
+	// first once every len(parts) rounds.
+	r.round++
 	results := make([]result, 0, len(byLeader))
 	for _, parts := range byLeader {
 		sort.Slice(parts, func(i, j int) bool {
@@ -238,6 +299,8 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 			}
 			return parts[i].key.Partition < parts[j].key.Partition
 		})
+		k := r.round % len(parts)
+		parts = append(parts[k:len(parts):len(parts)], parts[:k]...)
 		results = append(results, result{parts: parts})
 	}
 	var wg sync.WaitGroup
@@ -245,7 +308,7 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 		wg.Add(1)
 		go func(res *result) {
 			defer wg.Done()
-			res.res, res.err = r.roundTrip(ctx, res.parts, maxWait)
+			res.res, res.last, res.err = r.roundTrip(ctx, res.parts, maxWait)
 		}(&results[i])
 	}
 	wg.Wait()
@@ -269,7 +332,7 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 			}
 			continue
 		}
-		if err := r.process(ctx, res.parts, res.res, b); err != nil {
+		if err := r.process(ctx, res.parts, res.res, res.last, b); err != nil {
 			return err
 		}
 	}
@@ -286,7 +349,7 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 	return nil
 }
 
-func (r *reader) roundTrip(ctx context.Context, parts []*partition, maxWait time.Duration) (*fetchapi.Response, error) {
+func (r *reader) roundTrip(ctx context.Context, parts []*partition, maxWait time.Duration) (*fetchapi.Response, map[buffer.PartitionKey]int64, error) {
 	req := &fetchapi.Request{
 		ReplicaID:      -1,
 		MaxWaitTime:    int32(maxWait / time.Millisecond),
@@ -315,18 +378,20 @@ func (r *reader) roundTrip(ctx context.Context, parts []*partition, maxWait time
 	}
 	rctx, cancel := context.WithTimeout(ctx, maxWait+30*time.Second)
 	defer cancel()
-	msg, err := r.client.Transport.RoundTrip(rctx, r.client.Addr, req)
+	r.correlationID++
+	raw := &rawFetch{Request: req, clientID: r.clientID, correlationID: r.correlationID}
+	msg, err := r.client.Transport.RoundTrip(rctx, r.client.Addr, raw)
 	if err != nil {
-		return nil, fmt.Errorf("fetch: %w", err)
+		return nil, nil, fmt.Errorf("fetch: %w", err)
 	}
 	res, ok := msg.(*fetchapi.Response)
 	if !ok {
-		return nil, fmt.Errorf("fetch: unexpected response type %T", msg)
+		return nil, nil, fmt.Errorf("fetch: unexpected response type %T", msg)
 	}
 	if res.ErrorCode != 0 {
-		return nil, fmt.Errorf("fetch: %w", kafka.Error(res.ErrorCode))
+		return nil, nil, fmt.Errorf("fetch: %w", kafka.Error(res.ErrorCode))
 	}
-	return res, nil
+	return res, raw.last, nil
 }
 
 // initPartition sets the start offset of a partition the buffer knows nothing about.
@@ -345,7 +410,7 @@ func (r *reader) initPartition(ctx context.Context, p *partition) error {
 	return nil
 }
 
-func (r *reader) process(ctx context.Context, parts []*partition, res *fetchapi.Response, b *batch) error {
+func (r *reader) process(ctx context.Context, parts []*partition, res *fetchapi.Response, last map[buffer.PartitionKey]int64, b *batch) error {
 	byKey := make(map[buffer.PartitionKey]*partition, len(parts))
 	for _, p := range parts {
 		byKey[p.key] = p
@@ -367,12 +432,10 @@ func (r *reader) process(ctx context.Context, parts []*partition, res *fetchapi.
 			answers = append(answers, answer{p, rp})
 		}
 	}
-	// Serve the partitions in a rotating order, so that with a backlog no
-	// partition always comes last.
-	r.round++
+	// The answers come in request order, which rotates every round: no
+	// partition's records always come last in the chunks.
 	var fatal error
-	for i := range answers {
-		a := answers[(i+r.round)%len(answers)]
+	for _, a := range answers {
 		p, rp := a.p, a.rp
 		{
 			if fatal != nil {
@@ -387,6 +450,12 @@ func (r *reader) process(ctx context.Context, parts []*partition, res *fetchapi.
 			p.stuckLogged = false
 			r.m.highWatermark.WithLabelValues(p.key.Topic, itoa(p.key.Partition)).Set(float64(rp.LastStableOffset))
 			next, err := r.readPartition(p, rp, b)
+			if l, ok := last[p.key]; ok && err == nil && l+1 > next {
+				// Every batch of the response was read: move past the last
+				// one's last offset, even if compaction removed the records
+				// at its end.
+				next = l + 1
+			}
 			var fe *flushError
 			if errors.As(err, &fe) {
 				fatal = fe.err
