@@ -671,3 +671,126 @@ func TestAgentRunReportsEdgeRetentionLoss(t *testing.T) {
 		t.Errorf("lost{edge-retention} = %v, want 5", got)
 	}
 }
+
+// TestAgentRunReportsRefusedRecords: records that already carry provenance
+// and records whose timestamp kafka-go cannot write are not shipped, and
+// their exact ranges reach the aggregator as losses; everything else is
+// acknowledged once.
+func TestAgentRunReportsRefusedRecords(t *testing.T) {
+	c := newCluster(t)
+	prod := newProducer(t, c)
+	createTopic(t, prod, "t", 1)
+	stub, srv := newStubAggregator(t)
+	stub.lossesOpen = true
+	now := time.Now().UnixMilli()
+	plain := func(v string) { produceRawBatch(t, c, "t", 0, now, rawRecord{value: []byte(v)}) }
+	plain("0")
+	plain("1")
+	produce(t, prod, // 2, 3: mirrored from elsewhere
+		&kgo.Record{Topic: "t", Value: []byte("2"), Headers: []kgo.RecordHeader{{Key: "edgemirror-edge", Value: []byte("other")}}},
+		&kgo.Record{Topic: "t", Value: []byte("3"), Headers: []kgo.RecordHeader{{Key: "edgemirror-edge", Value: []byte("other")}}})
+	plain("4")
+	produceRawBatch(t, c, "t", 0, now*1000, rawRecord{value: []byte("5")}) // microseconds as milliseconds
+	plain("6")
+
+	cfg := validConfig()
+	cfg.EdgeID = "plant-1"
+	cfg.Brokers = c.ListenAddrs()
+	cfg.Aggregator = srv.URL
+	cfg.BufferDir = t.TempDir()
+	cfg.BufferMaxBytes = 8 << 20
+	cfg.BatchBytes = 64 << 10
+	cfg.Linger = 20 * time.Millisecond
+	cfg.MetadataInterval = 100 * time.Millisecond
+	cfg.LossInterval = 50 * time.Millisecond
+	a, stop := runAgent(t, cfg)
+	eventually(t, 20*time.Second, "4 records acknowledged and 2 loss ranges reported", func() error {
+		stub.mu.Lock()
+		defer stub.mu.Unlock()
+		if len(stub.acked) != 4 || len(stub.losses) < 2 {
+			return fmt.Errorf("%d acknowledged, %d loss ranges", len(stub.acked), len(stub.losses))
+		}
+		return nil
+	})
+	stop()
+	stub.mu.Lock()
+	defer stub.mu.Unlock()
+	want := []wire.LossRange{
+		{Topic: "t", Partition: 0, FirstOffset: 2, LastOffset: 3, Records: 2, Reason: wire.LossReasonProvenance},
+		{Topic: "t", Partition: 0, FirstOffset: 5, LastOffset: 5, Records: 1, Reason: wire.LossReasonTimestamp},
+	}
+	got := append([]wire.LossRange(nil), stub.losses...)
+	sort.Slice(got, func(i, j int) bool { return got[i].FirstOffset < got[j].FirstOffset })
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("reported losses %+v, want %+v", got, want)
+	}
+	for _, off := range []int64{0, 1, 4, 6} {
+		if n := stub.acked[recID{"t", 0, off}]; n != 1 {
+			t.Errorf("offset %d acknowledged %d times, want 1", off, n)
+		}
+	}
+	for _, p := range stub.problems {
+		t.Error(p)
+	}
+	if got := metricValue(t, a.m.lost.WithLabelValues(wire.LossReasonProvenance)); got != 2 {
+		t.Errorf("lost{provenance} = %v, want 2", got)
+	}
+}
+
+// TestFlushHoldsPartitionAtPendingLoss: a chunk cut before the batch's
+// losses are persisted does not move its partition past them, so that a
+// crash in between cannot lose them unreported; the final flush persists
+// the loss and the offset past everything.
+func TestFlushHoldsPartitionAtPendingLoss(t *testing.T) {
+	cfg := validConfig()
+	cfg.BufferDir = t.TempDir()
+	cfg.BufferMaxBytes = 8 << 20
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := buffer.Open(cfg.BufferDir, buffer.Options{MaxBytes: cfg.BufferMaxBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	enc, err := wire.NewEncoder(wire.CodecNone, wire.LevelDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	rd := &reader{topics: map[string]int32{"t": 1}, parts: map[buffer.PartitionKey]*partition{}}
+	k := buffer.PartitionKey{Topic: "t", Partition: 0}
+	b := newBatch()
+	for _, off := range []int64{0, 2} {
+		b.records = append(b.records, wire.Record{Topic: "t", Offset: off, Value: []byte("v")})
+	}
+	b.next[k] = 3
+	b.losses = append(b.losses, buffer.Loss{Range: buffer.Range{Topic: "t", First: 1, Last: 1, Records: 1},
+		Reason: wire.LossReasonProvenance, At: time.Now()})
+	ctx := context.Background()
+	if err := a.flush(ctx, rd, store, enc, b, false); err != nil {
+		t.Fatal(err)
+	}
+	offs, err := store.Offsets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offs[k] != 1 {
+		t.Fatalf("after a chunk cut before the loss is stored, t/0 resumes at %d, want 1 (the lost offset)", offs[k])
+	}
+	b.records = b.records[:0]
+	if err := a.flush(ctx, rd, store, enc, b, true); err != nil {
+		t.Fatal(err)
+	}
+	if offs, _ = store.Offsets(); offs[k] != 3 {
+		t.Errorf("after the final flush t/0 resumes at %d, want 3", offs[k])
+	}
+	losses, err := store.PendingLosses()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(losses) != 1 || losses[0].Range.First != 1 || losses[0].Reason != wire.LossReasonProvenance {
+		t.Errorf("pending losses %+v, want the provenance loss of offset 1", losses)
+	}
+}

@@ -557,6 +557,10 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 	abortedPIDs := make(map[int64]bool)
 	ai := 0
 	var firstErr error
+	// open is the index in b.losses of the loss range the last refused
+	// record went to, while no record was shipped since; -1 otherwise.
+	open, firstLoss := -1, len(b.losses)
+	defer func() { r.logRefused(b.losses[firstLoss:]) }()
 	for _, rb := range batches {
 		var (
 			skip bool
@@ -614,9 +618,18 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 				next = off + 1
 			}
 			if provenance.Has(wr.Headers) {
+				// Mirrored from elsewhere: shipping it again could build a
+				// cycle. Not shipped, and reported like any loss.
 				r.m.skipped.WithLabelValues("provenance").Inc()
+				r.refuse(b, p.key, off, wire.LossReasonProvenance, &open)
 				continue
 			}
+			if !wire.ValidTimestamp(wr.Timestamp) {
+				// kafka-go would write it wrapped (time.UnixNano overflows).
+				r.refuse(b, p.key, off, wire.LossReasonTimestamp, &open)
+				continue
+			}
+			open = -1
 			b.records = append(b.records, wr)
 			b.rawSize += wire.RecordSize(&b.records[len(b.records)-1])
 			r.m.recordsRead.Inc()
@@ -632,6 +645,40 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 		}
 	}
 	return next, firstErr
+}
+
+// refuse records a record that is read but never shipped as a loss with
+// reason, extending the open range (see readPartition) when it has the same
+// reason. Losses are persisted with the offsets past them, and no chunk
+// advances its partition past a loss not yet persisted (Agent.flush).
+func (r *reader) refuse(b *batch, key buffer.PartitionKey, off int64, reason string, open *int) {
+	r.m.lost.WithLabelValues(reason).Inc()
+	if *open >= 0 && b.losses[*open].Reason == reason {
+		l := &b.losses[*open]
+		l.Range.Last = off
+		l.Range.Records++
+		return
+	}
+	b.losses = append(b.losses, buffer.Loss{
+		Range:  buffer.Range{Topic: key.Topic, Partition: key.Partition, First: off, Last: off, Records: 1},
+		Reason: reason,
+		At:     time.Now(),
+	})
+	*open = len(b.losses) - 1
+}
+
+// logRefused logs the loss ranges of records refused while reading one
+// partition's answer.
+func (r *reader) logRefused(losses []buffer.Loss) {
+	for _, l := range losses {
+		msg := "records carry edgemirror provenance (mirrored from elsewhere); not shipped, reported as lost"
+		if l.Reason == wire.LossReasonTimestamp {
+			msg = "record timestamps outside the years 1678 to 2262 cannot be written to Kafka exactly; not shipped, reported as lost"
+		}
+		r.log.Warn(msg, slog.String("topic", l.Range.Topic), slog.Int("partition", int(l.Range.Partition)),
+			slog.Int64("first_offset", l.Range.First), slog.Int64("last_offset", l.Range.Last),
+			slog.Int64("records", l.Range.Records), slog.String("reason", l.Reason))
+	}
 }
 
 // toWire copies a fetched record into a wire.Record. Null and empty keys

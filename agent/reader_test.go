@@ -230,8 +230,11 @@ func TestReaderReadCommitted(t *testing.T) {
 	if b.next[p0] != 13 || b.next[p1] != 5 {
 		t.Errorf("batch next offsets %v, want sensors/0=13 sensors/1=5", b.next)
 	}
-	if len(b.losses) != 0 {
-		t.Errorf("losses %+v, want none", b.losses)
+	// The record that already carried provenance is not shipped, and it
+	// is reported like any loss, so that the centre knows.
+	wantLoss := buffer.Range{Topic: "sensors", Partition: 0, First: 10, Last: 10, Records: 1}
+	if len(b.losses) != 1 || b.losses[0].Range != wantLoss || b.losses[0].Reason != wire.LossReasonProvenance {
+		t.Errorf("losses %+v, want one: %+v reason %s", b.losses, wantLoss, wire.LossReasonProvenance)
 	}
 	for reason, want := range map[string]float64{"aborted": 2, "control": 3, "provenance": 1} {
 		if got := metricValue(t, rd.m.skipped.WithLabelValues(reason)); got != want {
@@ -604,5 +607,39 @@ func TestReaderTopicDeletedOthersContinue(t *testing.T) {
 		if tp.Name == "gone" {
 			t.Errorf("deleted topic still in the topic list: %+v", rd.topicList())
 		}
+	}
+}
+
+// TestReaderFarFutureTimestampRefused: a timestamp beyond what kafka-go can
+// write (it encodes through time.UnixNano, which overflows after the year
+// 2262) is never shipped to be written wrapped: the record is refused and
+// reported lost with its exact offset, and its neighbours are shipped.
+func TestReaderFarFutureTimestampRefused(t *testing.T) {
+	c := newCluster(t)
+	plain := newProducer(t, c)
+	createTopic(t, plain, "t", 1)
+	now := time.Now().UnixMilli()
+	rec := func(v string) rawRecord { return rawRecord{value: []byte(v)} }
+	produceRawBatch(t, c, "t", 0, now, rec("ok-0"))
+	produceRawBatch(t, c, "t", 0, now*1000, rec("future")) // microseconds sent as milliseconds
+	produceRawBatch(t, c, "t", 0, wire.MinTimestamp-1, rec("past"))
+	produceRawBatch(t, c, "t", 0, wire.MaxTimestamp, rec("ok-3"))
+	k := buffer.PartitionKey{Topic: "t", Partition: 0}
+	rd := newTestReader(t, c, nil, nil)
+	b := fetchUntil(t, rd, map[buffer.PartitionKey]int64{k: 4})
+	var got []string
+	for _, r := range b.records {
+		got = append(got, fmt.Sprintf("%d:%s@%d", r.Offset, r.Value, r.Timestamp))
+	}
+	want := []string{fmt.Sprintf("0:ok-0@%d", now), fmt.Sprintf("3:ok-3@%d", wire.MaxTimestamp)}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("shipped %v, want %v", got, want)
+	}
+	wantLoss := buffer.Range{Topic: "t", Partition: 0, First: 1, Last: 2, Records: 2}
+	if len(b.losses) != 1 || b.losses[0].Range != wantLoss || b.losses[0].Reason != wire.LossReasonTimestamp {
+		t.Errorf("losses %+v, want one: %+v reason %s", b.losses, wantLoss, wire.LossReasonTimestamp)
+	}
+	if got := metricValue(t, rd.m.lost.WithLabelValues(wire.LossReasonTimestamp)); got != 2 {
+		t.Errorf("lost{%s} = %v, want 2", wire.LossReasonTimestamp, got)
 	}
 }

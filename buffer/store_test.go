@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
 func TestParsePolicy(t *testing.T) {
@@ -516,10 +518,10 @@ func TestCorruptFrameBecomesLoss(t *testing.T) {
 		t.Fatalf("Lease = %d, %v; want chunk 2", ch.Seq, err)
 	}
 	losses, _ := s.PendingLosses()
-	if len(losses) != 1 || losses[0].Reason != ReasonCorrupt || losses[0].Range.First != 0 || losses[0].Range.Last != 9 {
+	if len(losses) != 1 || losses[0].Reason != wire.LossReasonBufferCorrupt || losses[0].Range.First != 0 || losses[0].Range.Last != 9 {
 		t.Fatalf("losses = %+v", losses)
 	}
-	if v := value(s.m.droppedChunks.WithLabelValues(ReasonCorrupt)); v != 1 {
+	if v := value(s.m.droppedChunks.WithLabelValues(wire.LossReasonBufferCorrupt)); v != 1 {
 		t.Fatalf("dropped_chunks_total{corrupt} = %v", v)
 	}
 }

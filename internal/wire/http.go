@@ -1,5 +1,10 @@
 package wire
 
+import (
+	"math"
+	"time"
+)
+
 // HTTP protocol between agent and aggregator. docs/protocol.md describes the
 // exchange, the status codes and who retries what.
 
@@ -78,7 +83,8 @@ type ErrorResponse struct {
 	Permanent bool   `json:"permanent"` // true: retrying the same request cannot succeed
 }
 
-// Reasons of a LossRange.
+// Reasons of a LossRange: the one list of every reason an agent reports
+// (docs/protocol.md, section 3.3, lists them for other implementations).
 const (
 	// LossReasonDropOldest: the buffer was full under
 	// --buffer-full=drop-oldest and the oldest chunks were dropped.
@@ -89,4 +95,31 @@ const (
 	// LossReasonRejected: the aggregator rejected the chunk permanently
 	// (400, 413 or 422) and the agent quarantined it.
 	LossReasonRejected = "rejected-by-aggregator"
+	// LossReasonBufferCorrupt: a chunk stored in the agent's buffer no
+	// longer matched its checksum and was dropped instead of shipped.
+	LossReasonBufferCorrupt = "buffer-corrupt"
+	// LossReasonTooLarge: the records were too large for the agent's
+	// buffer (a chunk larger than it can ever hold).
+	LossReasonTooLarge = "too-large-for-buffer"
+	// LossReasonProvenance: the record already carried edgemirror
+	// provenance headers (it was mirrored from elsewhere); shipping it again
+	// could build a mirroring cycle.
+	LossReasonProvenance = "provenance"
+	// LossReasonTimestamp: the record's timestamp is outside MinTimestamp..
+	// MaxTimestamp and cannot be written to Kafka without wrapping.
+	LossReasonTimestamp = "timestamp-out-of-range"
 )
+
+// Record timestamps a hub write can carry exactly, in Unix milliseconds.
+// kafka-go encodes a timestamp through time.Time.UnixNano, which wraps
+// outside the years 1678 to 2262; a timestamp outside this range (typically
+// microseconds sent as milliseconds) is refused, never written wrapped.
+// -1 (no timestamp) is inside it.
+const (
+	MinTimestamp = math.MinInt64 / int64(time.Millisecond/time.Nanosecond)
+	MaxTimestamp = math.MaxInt64 / int64(time.Millisecond/time.Nanosecond)
+)
+
+// ValidTimestamp reports whether ms (Unix milliseconds) can be written to
+// Kafka exactly, see MaxTimestamp.
+func ValidTimestamp(ms int64) bool { return ms >= MinTimestamp && ms <= MaxTimestamp }
