@@ -34,8 +34,10 @@ const (
 	DefaultMetadataInterval = 10 * time.Second
 	// DefaultFetchMaxBytes bounds one fetch response (and so the reader's memory).
 	DefaultFetchMaxBytes = 1 << 20
-	// DefaultRequestTimeout bounds one chunk upload, on top of the time the
-	// bandwidth cap needs to send it.
+	// DefaultRequestTimeout is how long an upload may go without any byte
+	// of it (or of its connection) moving, and how long the aggregator's
+	// answer may take after the last byte. It is not a budget for the whole
+	// upload: uploads in flight share the link.
 	DefaultRequestTimeout = 60 * time.Second
 	// DefaultMaxBackoff is the longest wait between two attempts to ship a chunk.
 	DefaultMaxBackoff = 30 * time.Second

@@ -231,13 +231,13 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 
 // send makes one upload attempt and classifies its answer.
 func (s *shipper) send(ctx context.Context, ch buffer.Chunk) (out outcome, retryAfter time.Duration, reason string) {
-	timeout := s.cfg.RequestTimeout
-	if s.cfg.Bandwidth > 0 {
-		timeout += time.Duration(float64(len(ch.Frame)) / float64(s.cfg.Bandwidth) * float64(time.Second))
-	}
-	rctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, s.base.JoinPath(wire.PathChunks).String(), bytes.NewReader(ch.Frame))
+	// No fixed budget: the uploads in flight share the link, and a chunk
+	// may take minutes on a slow one. The upload is cut only when its bytes
+	// stop moving for --request-timeout (see watchUpload).
+	body := &progressReader{r: bytes.NewReader(ch.Frame)}
+	rctx, stop := watchUpload(ctx, body, s.cfg.RequestTimeout)
+	defer stop()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, s.base.JoinPath(wire.PathChunks).String(), body)
 	if err != nil {
 		return outcomeRetry, 0, err.Error()
 	}
@@ -250,6 +250,9 @@ func (s *shipper) send(ctx context.Context, ch buffer.Chunk) (out outcome, retry
 		s.m.sendErrors.WithLabelValues("network").Inc()
 		if ctx.Err() != nil {
 			return outcomeRetry, 0, err.Error()
+		}
+		if cause := context.Cause(rctx); errors.Is(cause, errStalled) {
+			return outcomeNetwork, 0, cause.Error()
 		}
 		return outcomeNetwork, 0, err.Error()
 	}
