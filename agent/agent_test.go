@@ -180,7 +180,7 @@ func (s *stubAggregator) chunk(w http.ResponseWriter, r *http.Request) {
 			s.acked[id]++
 			s.ackedValues[id] = string(rec.Value)
 		}
-		writeTestJSON(w, 200, wire.ChunkResponse{Seq: c.Seq, Written: len(c.Records)})
+		writeTestJSON(w, 200, wire.ChunkResponse{Seq: c.Seq, Records: len(c.Records), Written: len(c.Records)})
 	}
 }
 

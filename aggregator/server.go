@@ -287,7 +287,7 @@ func (s *server) applyLocked(ctx context.Context, es *edgeState, c *wire.Chunk) 
 	}
 	s.log.Debug("chunk applied", slog.String("edge", es.name), slog.Uint64("seq", c.Seq),
 		slog.Int("written", res.written), slog.Int("duplicates", res.duplicates))
-	return &wire.ChunkResponse{Seq: c.Seq, Written: res.written, Duplicates: res.duplicates}, nil
+	return &wire.ChunkResponse{Seq: c.Seq, Records: len(c.Records), Written: res.written, Duplicates: res.duplicates}, nil
 }
 
 func (s *server) handleResume(w http.ResponseWriter, r *http.Request) {

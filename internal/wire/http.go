@@ -49,8 +49,13 @@ const MaxJSONBytes = 1 << 20
 
 // ChunkResponse answers a successful PathChunks request. It is sent only
 // after the hub acknowledged every record of the chunk (acks=all).
+//
+// The agent deletes a chunk only on a 200 whose ChunkResponse names the
+// chunk's seq and record count: any other 2xx (a misrouted path, a proxy) is
+// no proof that the hub has the records, and is retried.
 type ChunkResponse struct {
 	Seq        uint64 `json:"seq"`        // the frame's seq
+	Records    int    `json:"records"`    // the frame's record count
 	Written    int    `json:"written"`    // records produced to the hub by this request
 	Duplicates int    `json:"duplicates"` // records skipped because the hub already had them
 }
