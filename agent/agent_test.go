@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgemirror/edgemirror/buffer"
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -280,7 +281,7 @@ func TestAgentRun(t *testing.T) {
 	}()
 
 	// 1. The first chunk is answered 503, 503 (Retry-After: 1), then 200.
-	eventually(t, 20*time.Second, "first 40 records acknowledged", func() error {
+	testkit.Eventually(t, 20*time.Second, "first 40 records acknowledged", func() error {
 		if n := stub.ackedCount(); n != 40 {
 			return fmt.Errorf("%d acknowledged", n)
 		}
@@ -306,7 +307,7 @@ func TestAgentRun(t *testing.T) {
 	produce(t, prod, &kgo.Record{Topic: "sensors", Partition: 0, Value: []byte("poison")})
 	poisonID := recID{"sensors", 0, next[0]}
 	next[0]++
-	eventually(t, 20*time.Second, "poisoned chunk rejected and its loss buffered", func() error {
+	testkit.Eventually(t, 20*time.Second, "poisoned chunk rejected and its loss buffered", func() error {
 		stub.mu.Lock()
 		rejected, tries := len(stub.rejRanges), stub.lossTries
 		stub.mu.Unlock()
@@ -343,7 +344,7 @@ func TestAgentRun(t *testing.T) {
 	stub.mu.Lock()
 	stub.lossesOpen = true
 	stub.mu.Unlock()
-	eventually(t, 10*time.Second, "loss reported", func() error {
+	testkit.Eventually(t, 10*time.Second, "loss reported", func() error {
 		stub.mu.Lock()
 		n := len(stub.losses)
 		stub.mu.Unlock()
@@ -365,7 +366,7 @@ func TestAgentRun(t *testing.T) {
 
 	// 4. Shipping goes on after the rejection.
 	send(10, func(p int32, i int) string { return fmt.Sprintf("second-%d-%d", p, i) })
-	eventually(t, 20*time.Second, "all 60 good records acknowledged", func() error {
+	testkit.Eventually(t, 20*time.Second, "all 60 good records acknowledged", func() error {
 		if n := stub.ackedCount(); n != 60 {
 			return fmt.Errorf("%d acknowledged", n)
 		}
@@ -501,7 +502,7 @@ func TestAgentRunStopsWithoutAggregator(t *testing.T) {
 	defer cancel()
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.Run(ctx) }()
-	eventually(t, 20*time.Second, "records buffered and shipping failing", func() error {
+	testkit.Eventually(t, 20*time.Second, "records buffered and shipping failing", func() error {
 		chunks, err := gathered(reg, "edgemirror_buffer_chunks", nil)
 		if err != nil {
 			return err
@@ -611,7 +612,7 @@ func TestAgentRunReportsEdgeRetentionLoss(t *testing.T) {
 		}
 	}
 	a1, stop := runAgent(t, cfg)
-	eventually(t, 20*time.Second, "10 records acknowledged", func() error {
+	testkit.Eventually(t, 20*time.Second, "10 records acknowledged", func() error {
 		if err := acked(10)(); err != nil {
 			return err
 		}
@@ -637,7 +638,7 @@ func TestAgentRunReportsEdgeRetentionLoss(t *testing.T) {
 	}
 
 	a, stop2 := runAgent(t, cfg)
-	eventually(t, 20*time.Second, "15 records acknowledged and the loss reported", func() error {
+	testkit.Eventually(t, 20*time.Second, "15 records acknowledged and the loss reported", func() error {
 		if err := acked(15)(); err != nil {
 			return err
 		}
@@ -704,7 +705,7 @@ func TestAgentRunReportsRefusedRecords(t *testing.T) {
 	cfg.MetadataInterval = 100 * time.Millisecond
 	cfg.LossInterval = 50 * time.Millisecond
 	a, stop := runAgent(t, cfg)
-	eventually(t, 20*time.Second, "4 records acknowledged and 2 loss ranges reported", func() error {
+	testkit.Eventually(t, 20*time.Second, "4 records acknowledged and 2 loss ranges reported", func() error {
 		stub.mu.Lock()
 		defer stub.mu.Unlock()
 		if len(stub.acked) != 4 || len(stub.losses) < 2 {

@@ -100,7 +100,7 @@ type Config struct {
 	FetchMaxBytes    int
 	RequestTimeout   time.Duration
 	MaxBackoff       time.Duration
-	LossInterval     time.Duration
+	LossInterval     time.Duration // how often pending loss reports are sent; not a flag
 
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics registered
@@ -199,7 +199,8 @@ func (c *Config) Validate() error {
 		return bad("--max-backoff", c.MaxBackoff, "must be positive")
 	}
 	if c.LossInterval <= 0 {
-		return bad("--loss-report-interval", c.LossInterval, "must be positive")
+		// Not a flag: only programs embedding the agent set it.
+		return bad("LossInterval", c.LossInterval, "must be positive")
 	}
 	if _, err := wire.ParseCodec(c.Compression.String()); err != nil {
 		return bad("--compression", c.Compression, "%v", err)

@@ -130,23 +130,6 @@ func produceRawBatch(t testing.TB, c *kfake.Cluster, topic string, partition int
 	}
 }
 
-// eventually polls cond every few milliseconds until it returns nil or the
-// deadline passes, then fails with cond's last error.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %v: %v", what, timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
 // metricValue reads a counter or gauge.
 func metricValue(t testing.TB, c prometheus.Metric) float64 {
 	t.Helper()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgemirror/edgemirror/buffer"
 	"github.com/edgemirror/edgemirror/internal/provenance"
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -372,7 +373,7 @@ func TestReaderEdgeRetentionLoss(t *testing.T) {
 	k := buffer.PartitionKey{Topic: "t", Partition: 0}
 	rd := newTestReader(t, c, nil, map[buffer.PartitionKey]int64{k: 2}) // read up to 2 before
 	b := newBatch()
-	eventually(t, 10*time.Second, "loss found", func() error {
+	testkit.Eventually(t, 10*time.Second, "loss found", func() error {
 		if err := rd.fetch(ctx, 20*time.Millisecond, b); err != nil {
 			return err
 		}
@@ -430,7 +431,7 @@ func TestReaderStoredOffsetBeyondEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b := newBatch()
-	eventually(t, 10*time.Second, "partition parked", func() error {
+	testkit.Eventually(t, 10*time.Second, "partition parked", func() error {
 		if err := rd.fetch(ctx, 20*time.Millisecond, b); err != nil {
 			return err
 		}
@@ -488,7 +489,7 @@ func TestReaderPicksUpNewPartitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	produce(t, plain, &kgo.Record{Topic: "t", Partition: 2, Value: []byte("new")})
-	eventually(t, 10*time.Second, "third partition seen", func() error {
+	testkit.Eventually(t, 10*time.Second, "third partition seen", func() error {
 		if err := rd.refreshMetadata(ctx); err != nil {
 			return err
 		}
@@ -571,7 +572,7 @@ func TestReaderTopicDeletedOthersContinue(t *testing.T) {
 	}
 	// kafka-go's metadata cache forgets the topic within its TTL; from then
 	// on a fetch request naming it fails as a whole.
-	eventually(t, 10*time.Second, "deleted topic gone from the edge metadata", func() error {
+	testkit.Eventually(t, 10*time.Second, "deleted topic gone from the edge metadata", func() error {
 		md, err := rd.client.Metadata(ctx, &kafka.MetadataRequest{})
 		if err != nil {
 			return err
@@ -585,7 +586,7 @@ func TestReaderTopicDeletedOthersContinue(t *testing.T) {
 	})
 	produce(t, plain, &kgo.Record{Topic: "kept", Partition: 0, Value: []byte("after")})
 	b := newBatch()
-	eventually(t, 15*time.Second, "kept topic read after the other was deleted", func() error {
+	testkit.Eventually(t, 15*time.Second, "kept topic read after the other was deleted", func() error {
 		if err := rd.refreshIfDue(ctx); err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgemirror/edgemirror/buffer"
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
 	"github.com/edgemirror/edgemirror/test/wan"
 )
@@ -181,7 +182,7 @@ func TestUploadsShareSlowLink(t *testing.T) {
 		t.Skip("takes about 20 s on an emulated 1 Mbit/s link")
 	}
 	sh, stub, _ := runUploads(t, wan.Link{Rate: 1_000_000 / 8, RTT: 50 * time.Millisecond}, 2, 10*time.Second, 2)
-	eventually(t, 45*time.Second, "both chunks acknowledged", func() error {
+	testkit.Eventually(t, 45*time.Second, "both chunks acknowledged", func() error {
 		att, acked, received := stub.snapshot()
 		if acked != 2 {
 			return fmt.Errorf("%d acknowledged, attempts %v, %d bytes received", acked, att, received)
@@ -197,7 +198,7 @@ func TestUploadsShareSlowLink(t *testing.T) {
 	if cut := metricValue(t, sh.m.sendErrors.WithLabelValues("network")); cut != 0 {
 		t.Errorf("%v uploads cut while their bytes were moving", cut)
 	}
-	eventually(t, 5*time.Second, "buffer empty", func() error {
+	testkit.Eventually(t, 5*time.Second, "buffer empty", func() error {
 		if st := sh.store.Stats(); st.Chunks != 0 {
 			return fmt.Errorf("%d chunks left", st.Chunks)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -109,7 +110,7 @@ func TestChunksAppliedInSeqOrder(t *testing.T) {
 		}
 	}()
 	// Seq 2 waits once the edge expects 1 (set from its floor).
-	eventually(t, 10*time.Second, "seq 2 waiting", func() error {
+	testkit.Eventually(t, 10*time.Second, "seq 2 waiting", func() error {
 		s.mu.Lock()
 		es := s.edges["e1"]
 		s.mu.Unlock()
@@ -637,7 +638,7 @@ func TestHubDownIsRetryable(t *testing.T) {
 // waiting for their turn, as goroutine stacks show.
 func waitInSequence(t testing.TB, n int) {
 	t.Helper()
-	eventually(t, 10*time.Second, fmt.Sprintf("%d chunks waiting for their turn", n), func() error {
+	testkit.Eventually(t, 10*time.Second, fmt.Sprintf("%d chunks waiting for their turn", n), func() error {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		waiting := 0

@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -152,7 +153,7 @@ func TestDropOldestBlocksWhenNothingIsDroppable(t *testing.T) {
 		}
 	}
 	done := appendAsync(ctx, s, s.NextSeq(), frameLen)
-	waitFor(t, 5*time.Second, "Append to block", func() bool { return s.waiting.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "Append to block", testkit.Holds(func() bool { return s.waiting.Load() == 1 }))
 	if st := s.Stats(); st.Chunks != n || st.PendingLosses != 0 {
 		t.Fatalf("a leased chunk was dropped: %+v", st)
 	}

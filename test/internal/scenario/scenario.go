@@ -18,6 +18,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/test/internal/harness"
 	"github.com/edgemirror/edgemirror/test/wan"
 )
@@ -111,7 +112,7 @@ func (e *Env) HubCount() int64 {
 // WaitHub waits until the hub holds want records of the main topic.
 func (e *Env) WaitHub(want int64, timeout time.Duration) {
 	e.T.Helper()
-	harness.Eventually(e.T, timeout, fmt.Sprintf("%d records in hub", want), func() error {
+	testkit.Eventually(e.T, timeout, fmt.Sprintf("%d records in hub", want), func() error {
 		if n := e.HubCount(); n < want {
 			return fmt.Errorf("hub has %d", n)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/test/internal/harness"
 )
 
@@ -89,7 +90,7 @@ func LinkCut(t *testing.T, clusters Clusters) {
 	stop := e.ProduceInBackground(100)
 	e.WaitHub(300, time.Minute)
 	e.Proxy.Cut()
-	harness.Eventually(t, time.Minute, "buffer filling during the cut", func() error {
+	testkit.Eventually(t, time.Minute, "buffer filling during the cut", func() error {
 		if got := e.Agent.Metrics(e.Ctx)["edgemirror_buffer_chunks"]; got < 5 {
 			return fmt.Errorf("%v chunks buffered", got)
 		}
@@ -98,7 +99,7 @@ func LinkCut(t *testing.T, clusters Clusters) {
 	e.Proxy.Restore()
 	stop()
 	e.WaitAll()
-	harness.Eventually(t, time.Minute, "buffer drained", func() error {
+	testkit.Eventually(t, time.Minute, "buffer drained", func() error {
 		if got := e.Agent.Metrics(e.Ctx)["edgemirror_buffer_chunks"]; got != 0 {
 			return fmt.Errorf("%v chunks still buffered", got)
 		}
@@ -121,7 +122,7 @@ func DropOldest(t *testing.T, clusters Clusters) {
 			t.Fatal(err)
 		}
 	}
-	harness.Eventually(t, 2*time.Minute, "agent read everything and dropped chunks", func() error {
+	testkit.Eventually(t, 2*time.Minute, "agent read everything and dropped chunks", func() error {
 		m := e.Agent.Metrics(e.Ctx)
 		if m["edgemirror_buffer_dropped_records_total"] == 0 {
 			return fmt.Errorf("nothing dropped yet")
@@ -133,7 +134,7 @@ func DropOldest(t *testing.T, clusters Clusters) {
 	})
 	e.Proxy.Restore()
 	var lost []harness.Lost
-	harness.Eventually(t, 2*time.Minute, "kept records in hub and losses reported", func() error {
+	testkit.Eventually(t, 2*time.Minute, "kept records in hub and losses reported", func() error {
 		m := e.Agent.Metrics(e.Ctx)
 		if m["edgemirror_buffer_chunks"] != 0 {
 			return fmt.Errorf("%v chunks still buffered", m["edgemirror_buffer_chunks"])
@@ -205,7 +206,7 @@ func Transactions(t *testing.T, clusters Clusters) {
 		t.Fatal(err)
 	}
 	// New topics and partitions must be picked up within 30 s.
-	harness.Eventually(t, 45*time.Second, "everything in the hub", func() error {
+	testkit.Eventually(t, 45*time.Second, "everything in the hub", func() error {
 		if err := harness.Check(e.Ctx, e.Hub.Brokers(), e.EdgeID, txp.Out, nil, e.HubTopic); err != nil {
 			return err
 		}
@@ -236,7 +237,7 @@ func EdgeRetention(t *testing.T, clusters Clusters) {
 	}
 	e.Agent.Restart()
 	want := harness.Lost{Topic: e.Topic, Partition: 0, First: 100, Last: 149}
-	harness.Eventually(t, time.Minute, "loss reported", func() error {
+	testkit.Eventually(t, time.Minute, "loss reported", func() error {
 		l, err := e.Agg.Losses(e.Ctx, e.EdgeID)
 		if err != nil {
 			return err
@@ -263,7 +264,7 @@ func BrokerRestart(t *testing.T, clusters Clusters, kill, restart func(context.C
 	if err := kill(e.Ctx); err != nil {
 		t.Fatal(err)
 	}
-	harness.Eventually(t, 30*time.Second, "agent notices the outage", func() error {
+	testkit.Eventually(t, 30*time.Second, "agent notices the outage", func() error {
 		m := e.Agent.Metrics(e.Ctx)
 		if m["edgemirror_agent_fetch_errors_total"]+m["edgemirror_agent_chunk_send_errors_total"] == 0 {
 			return fmt.Errorf("no error seen yet")
@@ -327,7 +328,7 @@ func Compacted(t *testing.T, clusters Clusters) {
 	e.ProduceBatch([]*kgo.Record{{Topic: topic, Key: []byte("roll"), Value: []byte("c")}})
 
 	var edgeView *harness.Produced
-	harness.Eventually(t, 2*time.Minute, "tail of batch A compacted away at the edge", func() error {
+	testkit.Eventually(t, 2*time.Minute, "tail of batch A compacted away at the edge", func() error {
 		v, n, err := harness.FromTopic(e.Ctx, e.Edge.Brokers(), topic)
 		if err != nil {
 			return err
@@ -339,7 +340,7 @@ func Compacted(t *testing.T, clusters Clusters) {
 		return nil
 	})
 	e.StartAgent("", "--fetch-max-bytes", "64KiB")
-	harness.Eventually(t, time.Minute, "compacted topic mirrored", func() error {
+	testkit.Eventually(t, time.Minute, "compacted topic mirrored", func() error {
 		return harness.CheckCompacted(e.Ctx, e.Hub.Brokers(), e.EdgeID, edgeView, e.HubTopic)
 	})
 }
