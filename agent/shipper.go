@@ -28,7 +28,7 @@ type outcome int
 const (
 	outcomeAcked    outcome = iota // 200 acknowledging this chunk: the hub has every record; delete it
 	outcomeRejected                // 400/413/422 with a permanent aggregator error: quarantine the chunk
-	outcomeRetry                   // anything else: network error, 5xx, 429, unproven 2xx or 4xx; retry
+	outcomeRetry                   // 5xx, 429, other answers: retry with backoff (or Retry-After)
 	outcomeSlow                    // 401/403/409: a configuration problem; retry at the slowest pace
 	outcomeNetwork                 // no answer: the link is down; retry when it is back
 	outcomeUnproven                // 2xx or 4xx not proven to come from the aggregator: retry, and warn
