@@ -1,5 +1,6 @@
 # edgemirror — see README.md. Two commands matter to a newcomer:
-#   make demo   run the whole product end to end (about a minute, no Kafka needed)
+#   make demo   run the whole product end to end (no Kafka needed; ~20 s, plus a few minutes
+#               of module downloads and compilation the first time)
 #   make test   run every test, including the real Apache Kafka suite
 SHELL := /bin/bash
 GO ?= go

@@ -16,9 +16,6 @@ import (
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
-// LossReasonTooLarge is the loss reason of records too large for the buffer.
-const LossReasonTooLarge = "too-large-for-buffer"
-
 // shutdownFlushTimeout bounds how long Run spends writing the last partial
 // chunk to the buffer when it stops. Records not written are read again
 // after a restart, from the stored offsets.
@@ -172,11 +169,8 @@ func (a *Agent) readLoop(ctx context.Context, rd *reader, store *buffer.Store, e
 		return nil
 	}
 	for {
-		if time.Since(rd.lastMeta) >= a.cfg.MetadataInterval {
-			if err := rd.refreshMetadata(ctx); err != nil && ctx.Err() == nil {
-				a.log.Warn("edge metadata refresh failed; will retry", slog.Any("error", err))
-				rd.lastMeta = time.Now().Add(-a.cfg.MetadataInterval + time.Second)
-			}
+		if err := rd.refreshIfDue(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("edge metadata refresh failed; will retry", slog.Any("error", err))
 		}
 		// Never wait in a fetch past the pending batch's linger deadline.
 		wait := maxWait
@@ -237,7 +231,7 @@ func (a *Agent) flush(ctx context.Context, rd *reader, store *buffer.Store, enc 
 				next[buffer.PartitionKey{Topic: part[i].Topic, Partition: part[i].Partition}] = part[i].Offset + 1
 			}
 		}
-		if err := a.appendChunk(ctx, rd, store, enc, part, size, next); err != nil {
+		if err := a.appendChunk(ctx, rd, store, enc, part, size, capAtLosses(next, b.losses)); err != nil {
 			return err
 		}
 	}
@@ -255,6 +249,29 @@ func (a *Agent) flush(ctx context.Context, rd *reader, store *buffer.Store, enc 
 		rd.skipLosses(b.lossNext)
 	}
 	return nil
+}
+
+// capAtLosses returns next with each partition held at the first offset of
+// its earliest loss in losses. Losses are persisted only by the final flush,
+// with the offsets past them; a chunk written before must not move a
+// partition past a loss, or a crash in between would lose it unreported. A
+// record after the loss that the chunk holds is read again after such a
+// crash, and the aggregator's deduplication drops the second copy.
+func capAtLosses(next map[buffer.PartitionKey]int64, losses []buffer.Loss) map[buffer.PartitionKey]int64 {
+	if len(losses) == 0 {
+		return next
+	}
+	out := make(map[buffer.PartitionKey]int64, len(next))
+	for k, v := range next {
+		out[k] = v
+	}
+	for _, l := range losses {
+		k := buffer.PartitionKey{Topic: l.Range.Topic, Partition: l.Range.Partition}
+		if v, ok := out[k]; ok && v > l.Range.First {
+			out[k] = l.Range.First
+		}
+	}
+	return out
 }
 
 func (a *Agent) appendChunk(ctx context.Context, rd *reader, store *buffer.Store, enc *wire.Encoder,
@@ -301,11 +318,11 @@ func (a *Agent) appendChunk(ctx context.Context, rd *reader, store *buffer.Store
 		// and move on rather than stop mirroring everything else.
 		losses := make([]buffer.Loss, len(meta.Ranges))
 		for i, rg := range meta.Ranges {
-			losses[i] = buffer.Loss{Range: rg, Reason: LossReasonTooLarge, At: time.Now()}
+			losses[i] = buffer.Loss{Range: rg, Reason: wire.LossReasonTooLarge, At: time.Now()}
 			a.log.Error("records too large for the buffer; they are lost", slog.String("topic", rg.Topic),
 				slog.Int("partition", int(rg.Partition)), slog.Int64("first_offset", rg.First),
 				slog.Int64("last_offset", rg.Last), slog.Int("frame_bytes", len(frame)))
-			a.m.lost.WithLabelValues(LossReasonTooLarge).Add(float64(rg.Records))
+			a.m.lost.WithLabelValues(wire.LossReasonTooLarge).Add(float64(rg.Records))
 		}
 		if err := store.AdvanceOffsets(next, losses); err != nil {
 			return fmt.Errorf("record chunk %d as lost: %w", meta.Seq, err)

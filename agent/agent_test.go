@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgemirror/edgemirror/buffer"
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -180,7 +181,7 @@ func (s *stubAggregator) chunk(w http.ResponseWriter, r *http.Request) {
 			s.acked[id]++
 			s.ackedValues[id] = string(rec.Value)
 		}
-		writeTestJSON(w, 200, wire.ChunkResponse{Seq: c.Seq, Written: len(c.Records)})
+		writeTestJSON(w, 200, wire.ChunkResponse{Seq: c.Seq, Records: len(c.Records), Written: len(c.Records)})
 	}
 }
 
@@ -280,7 +281,7 @@ func TestAgentRun(t *testing.T) {
 	}()
 
 	// 1. The first chunk is answered 503, 503 (Retry-After: 1), then 200.
-	eventually(t, 20*time.Second, "first 40 records acknowledged", func() error {
+	testkit.Eventually(t, 20*time.Second, "first 40 records acknowledged", func() error {
 		if n := stub.ackedCount(); n != 40 {
 			return fmt.Errorf("%d acknowledged", n)
 		}
@@ -306,7 +307,7 @@ func TestAgentRun(t *testing.T) {
 	produce(t, prod, &kgo.Record{Topic: "sensors", Partition: 0, Value: []byte("poison")})
 	poisonID := recID{"sensors", 0, next[0]}
 	next[0]++
-	eventually(t, 20*time.Second, "poisoned chunk rejected and its loss buffered", func() error {
+	testkit.Eventually(t, 20*time.Second, "poisoned chunk rejected and its loss buffered", func() error {
 		stub.mu.Lock()
 		rejected, tries := len(stub.rejRanges), stub.lossTries
 		stub.mu.Unlock()
@@ -343,7 +344,7 @@ func TestAgentRun(t *testing.T) {
 	stub.mu.Lock()
 	stub.lossesOpen = true
 	stub.mu.Unlock()
-	eventually(t, 10*time.Second, "loss reported", func() error {
+	testkit.Eventually(t, 10*time.Second, "loss reported", func() error {
 		stub.mu.Lock()
 		n := len(stub.losses)
 		stub.mu.Unlock()
@@ -365,7 +366,7 @@ func TestAgentRun(t *testing.T) {
 
 	// 4. Shipping goes on after the rejection.
 	send(10, func(p int32, i int) string { return fmt.Sprintf("second-%d-%d", p, i) })
-	eventually(t, 20*time.Second, "all 60 good records acknowledged", func() error {
+	testkit.Eventually(t, 20*time.Second, "all 60 good records acknowledged", func() error {
 		if n := stub.ackedCount(); n != 60 {
 			return fmt.Errorf("%d acknowledged", n)
 		}
@@ -501,7 +502,7 @@ func TestAgentRunStopsWithoutAggregator(t *testing.T) {
 	defer cancel()
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.Run(ctx) }()
-	eventually(t, 20*time.Second, "records buffered and shipping failing", func() error {
+	testkit.Eventually(t, 20*time.Second, "records buffered and shipping failing", func() error {
 		chunks, err := gathered(reg, "edgemirror_buffer_chunks", nil)
 		if err != nil {
 			return err
@@ -611,7 +612,7 @@ func TestAgentRunReportsEdgeRetentionLoss(t *testing.T) {
 		}
 	}
 	a1, stop := runAgent(t, cfg)
-	eventually(t, 20*time.Second, "10 records acknowledged", func() error {
+	testkit.Eventually(t, 20*time.Second, "10 records acknowledged", func() error {
 		if err := acked(10)(); err != nil {
 			return err
 		}
@@ -637,7 +638,7 @@ func TestAgentRunReportsEdgeRetentionLoss(t *testing.T) {
 	}
 
 	a, stop2 := runAgent(t, cfg)
-	eventually(t, 20*time.Second, "15 records acknowledged and the loss reported", func() error {
+	testkit.Eventually(t, 20*time.Second, "15 records acknowledged and the loss reported", func() error {
 		if err := acked(15)(); err != nil {
 			return err
 		}
@@ -669,5 +670,128 @@ func TestAgentRunReportsEdgeRetentionLoss(t *testing.T) {
 	}
 	if got := metricValue(t, a.m.lost.WithLabelValues(wire.LossReasonEdgeRetention)); got != 5 {
 		t.Errorf("lost{edge-retention} = %v, want 5", got)
+	}
+}
+
+// TestAgentRunReportsRefusedRecords: records that already carry provenance
+// and records whose timestamp kafka-go cannot write are not shipped, and
+// their exact ranges reach the aggregator as losses; everything else is
+// acknowledged once.
+func TestAgentRunReportsRefusedRecords(t *testing.T) {
+	c := newCluster(t)
+	prod := newProducer(t, c)
+	createTopic(t, prod, "t", 1)
+	stub, srv := newStubAggregator(t)
+	stub.lossesOpen = true
+	now := time.Now().UnixMilli()
+	plain := func(v string) { produceRawBatch(t, c, "t", 0, now, rawRecord{value: []byte(v)}) }
+	plain("0")
+	plain("1")
+	produce(t, prod, // 2, 3: mirrored from elsewhere
+		&kgo.Record{Topic: "t", Value: []byte("2"), Headers: []kgo.RecordHeader{{Key: "edgemirror-edge", Value: []byte("other")}}},
+		&kgo.Record{Topic: "t", Value: []byte("3"), Headers: []kgo.RecordHeader{{Key: "edgemirror-edge", Value: []byte("other")}}})
+	plain("4")
+	produceRawBatch(t, c, "t", 0, now*1000, rawRecord{value: []byte("5")}) // microseconds as milliseconds
+	plain("6")
+
+	cfg := validConfig()
+	cfg.EdgeID = "plant-1"
+	cfg.Brokers = c.ListenAddrs()
+	cfg.Aggregator = srv.URL
+	cfg.BufferDir = t.TempDir()
+	cfg.BufferMaxBytes = 8 << 20
+	cfg.BatchBytes = 64 << 10
+	cfg.Linger = 20 * time.Millisecond
+	cfg.MetadataInterval = 100 * time.Millisecond
+	cfg.LossInterval = 50 * time.Millisecond
+	a, stop := runAgent(t, cfg)
+	testkit.Eventually(t, 20*time.Second, "4 records acknowledged and 2 loss ranges reported", func() error {
+		stub.mu.Lock()
+		defer stub.mu.Unlock()
+		if len(stub.acked) != 4 || len(stub.losses) < 2 {
+			return fmt.Errorf("%d acknowledged, %d loss ranges", len(stub.acked), len(stub.losses))
+		}
+		return nil
+	})
+	stop()
+	stub.mu.Lock()
+	defer stub.mu.Unlock()
+	want := []wire.LossRange{
+		{Topic: "t", Partition: 0, FirstOffset: 2, LastOffset: 3, Records: 2, Reason: wire.LossReasonProvenance},
+		{Topic: "t", Partition: 0, FirstOffset: 5, LastOffset: 5, Records: 1, Reason: wire.LossReasonTimestamp},
+	}
+	got := append([]wire.LossRange(nil), stub.losses...)
+	sort.Slice(got, func(i, j int) bool { return got[i].FirstOffset < got[j].FirstOffset })
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("reported losses %+v, want %+v", got, want)
+	}
+	for _, off := range []int64{0, 1, 4, 6} {
+		if n := stub.acked[recID{"t", 0, off}]; n != 1 {
+			t.Errorf("offset %d acknowledged %d times, want 1", off, n)
+		}
+	}
+	for _, p := range stub.problems {
+		t.Error(p)
+	}
+	if got := metricValue(t, a.m.lost.WithLabelValues(wire.LossReasonProvenance)); got != 2 {
+		t.Errorf("lost{provenance} = %v, want 2", got)
+	}
+}
+
+// TestFlushHoldsPartitionAtPendingLoss: a chunk cut before the batch's
+// losses are persisted does not move its partition past them, so that a
+// crash in between cannot lose them unreported; the final flush persists
+// the loss and the offset past everything.
+func TestFlushHoldsPartitionAtPendingLoss(t *testing.T) {
+	cfg := validConfig()
+	cfg.BufferDir = t.TempDir()
+	cfg.BufferMaxBytes = 8 << 20
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := buffer.Open(cfg.BufferDir, buffer.Options{MaxBytes: cfg.BufferMaxBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	enc, err := wire.NewEncoder(wire.CodecNone, wire.LevelDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	rd := &reader{topics: map[string]int32{"t": 1}, parts: map[buffer.PartitionKey]*partition{}}
+	k := buffer.PartitionKey{Topic: "t", Partition: 0}
+	b := newBatch()
+	for _, off := range []int64{0, 2} {
+		b.records = append(b.records, wire.Record{Topic: "t", Offset: off, Value: []byte("v")})
+	}
+	b.next[k] = 3
+	b.losses = append(b.losses, buffer.Loss{Range: buffer.Range{Topic: "t", First: 1, Last: 1, Records: 1},
+		Reason: wire.LossReasonProvenance, At: time.Now()})
+	ctx := context.Background()
+	if err := a.flush(ctx, rd, store, enc, b, false); err != nil {
+		t.Fatal(err)
+	}
+	offs, err := store.Offsets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offs[k] != 1 {
+		t.Fatalf("after a chunk cut before the loss is stored, t/0 resumes at %d, want 1 (the lost offset)", offs[k])
+	}
+	b.records = b.records[:0]
+	if err := a.flush(ctx, rd, store, enc, b, true); err != nil {
+		t.Fatal(err)
+	}
+	if offs, _ = store.Offsets(); offs[k] != 3 {
+		t.Errorf("after the final flush t/0 resumes at %d, want 3", offs[k])
+	}
+	losses, err := store.PendingLosses()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(losses) != 1 || losses[0].Range.First != 1 || losses[0].Reason != wire.LossReasonProvenance {
+		t.Errorf("pending losses %+v, want the provenance loss of offset 1", losses)
 	}
 }

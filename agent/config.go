@@ -34,8 +34,10 @@ const (
 	DefaultMetadataInterval = 10 * time.Second
 	// DefaultFetchMaxBytes bounds one fetch response (and so the reader's memory).
 	DefaultFetchMaxBytes = 1 << 20
-	// DefaultRequestTimeout bounds one chunk upload, on top of the time the
-	// bandwidth cap needs to send it.
+	// DefaultRequestTimeout is how long an upload may go without any byte
+	// of it (or of its connection) moving, and how long the aggregator's
+	// answer may take after the last byte. It is not a budget for the whole
+	// upload: uploads in flight share the link.
 	DefaultRequestTimeout = 60 * time.Second
 	// DefaultMaxBackoff is the longest wait between two attempts to ship a chunk.
 	DefaultMaxBackoff = 30 * time.Second
@@ -104,7 +106,7 @@ type Config struct {
 	FetchMaxBytes    int
 	RequestTimeout   time.Duration
 	MaxBackoff       time.Duration
-	LossInterval     time.Duration
+	LossInterval     time.Duration // how often pending loss reports are sent; not a flag
 	// SyncGroups is a regular expression of the edge consumer groups whose
 	// committed offsets are checkpointed (whole id); empty: none.
 	SyncGroups         string
@@ -215,7 +217,8 @@ func (c *Config) Validate() error {
 		return bad("--max-backoff", c.MaxBackoff, "must be positive")
 	}
 	if c.LossInterval <= 0 {
-		return bad("--loss-report-interval", c.LossInterval, "must be positive")
+		// Not a flag: only programs embedding the agent set it.
+		return bad("LossInterval", c.LossInterval, "must be positive")
 	}
 	if _, err := regexp.Compile(c.SyncGroups); err != nil {
 		return bad("--sync-groups", c.SyncGroups, "invalid regular expression: %v", err)

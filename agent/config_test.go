@@ -73,7 +73,7 @@ func TestConfigValidate(t *testing.T) {
 		{"fetch max bytes too small", func(c *Config) { c.FetchMaxBytes = 64<<10 - 1 }, "--fetch-max-bytes"},
 		{"zero request timeout", func(c *Config) { c.RequestTimeout = 0 }, "--request-timeout"},
 		{"zero max backoff", func(c *Config) { c.MaxBackoff = 0 }, "--max-backoff"},
-		{"zero loss interval", func(c *Config) { c.LossInterval = 0 }, "--loss-report-interval"},
+		{"zero loss interval", func(c *Config) { c.LossInterval = 0 }, "LossInterval"},
 		{"unknown codec", func(c *Config) { c.Compression = wire.Codec(42) }, "--compression"},
 		{"unknown level", func(c *Config) { c.CompressionLevel = wire.Level(9) }, "--compression-level"},
 		{"no compression", func(c *Config) { c.Compression = wire.CodecNone }, ""},

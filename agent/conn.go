@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,20 @@ type meteredConn struct {
 	lim  *rate.Limiter
 	sent prometheus.Counter
 	recv prometheus.Counter
+
+	written atomic.Uint64 // bytes written, for progress where TCP_INFO is not available
+	read    atomic.Uint64
+}
+
+// progress returns a number that grows whenever bytes of the connection
+// move: bytes read, plus bytes the peer acknowledged (or, where that is not
+// known, bytes written).
+func (c *meteredConn) progress() uint64 {
+	p := c.read.Load()
+	if acked, ok := tcpBytesAcked(c.Conn); ok {
+		return p + acked
+	}
+	return p + c.written.Load()
 }
 
 func (c *meteredConn) Write(p []byte) (int, error) {
@@ -52,6 +67,7 @@ func (c *meteredConn) Write(p []byte) (int, error) {
 		}
 		m, err := c.Conn.Write(p[:n])
 		written += m
+		c.written.Add(uint64(m))
 		c.sent.Add(float64(m))
 		if err != nil {
 			return written, err
@@ -64,6 +80,7 @@ func (c *meteredConn) Write(p []byte) (int, error) {
 func (c *meteredConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.recv.Add(float64(n))
+	c.read.Add(uint64(n))
 	return n, err
 }
 

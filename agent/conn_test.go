@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/edgemirror/edgemirror/internal/testkit"
 )
 
 func TestNewLimiter(t *testing.T) {
@@ -174,7 +176,7 @@ func TestMeteredConnCountsExactly(t *testing.T) {
 			if recv := metricValue(t, m.wireBytes.WithLabelValues("received")); recv != float64(len(got)) || len(got) != len(reply) {
 				t.Errorf("received counter %v, read %d bytes, server sent %d", recv, len(got), len(reply))
 			}
-			eventually(t, 5*time.Second, "sink received everything", func() error {
+			testkit.Eventually(t, 5*time.Second, "sink received everything", func() error {
 				if r := s.received(); r != int64(wantSent) {
 					return fmt.Errorf("sink has %d of %v bytes", r, wantSent)
 				}
@@ -205,7 +207,7 @@ func TestMeteredConnPacing(t *testing.T) {
 		}
 	}
 	elapsed := time.Since(start)
-	eventually(t, 5*time.Second, "sink received everything", func() error {
+	testkit.Eventually(t, 5*time.Second, "sink received everything", func() error {
 		if r := s.received(); r != total {
 			return fmt.Errorf("sink has %d of %d bytes", r, total)
 		}
@@ -247,7 +249,7 @@ func TestMeteredConnCancel(t *testing.T) {
 		n, err := c.Write(make([]byte, 1<<20)) // 1024 s at 1 KiB/s
 		done <- result{n, err}
 	}()
-	eventually(t, 5*time.Second, "first burst sent", func() error {
+	testkit.Eventually(t, 5*time.Second, "first burst sent", func() error {
 		if metricValue(t, m.wireBytes.WithLabelValues("sent")) == 0 {
 			return errors.New("nothing sent yet")
 		}
@@ -352,7 +354,7 @@ func TestHTTPClientWireBytes(t *testing.T) {
 		}
 	}
 	hc.CloseIdleConnections()
-	eventually(t, 5*time.Second, "server saw the connection close", func() error {
+	testkit.Eventually(t, 5*time.Second, "server saw the connection close", func() error {
 		if n := cl.open.Load(); n != 0 {
 			return fmt.Errorf("%d connections open", n)
 		}

@@ -43,14 +43,22 @@
 //
 // # Losses
 //
-// A record is lost only by an explicit policy: the edge cluster's retention
-// deleted offsets the agent had not read yet (logged with the exact range,
-// counted, and reported to the aggregator), the buffer was full with the
-// drop-oldest policy, or the aggregator rejected a chunk permanently.
+// A record is lost only by an explicit policy, and every loss is logged with
+// its exact range, counted in edgemirror_agent_records_lost_total{reason}
+// and reported to the aggregator (reasons: internal/wire's LossReason
+// constants): the edge cluster's retention deleted offsets the agent had
+// not read yet, the buffer was full with the drop-oldest policy, the
+// aggregator rejected a chunk permanently, or the agent refused a record
+// (below).
 //
 // # Caveats
 //
 // Records that already carry edgemirror provenance headers are never shipped
-// (they were mirrored from elsewhere; shipping them again could build a cycle).
-// They are counted in edgemirror_agent_records_skipped_total{reason="provenance"}.
+// (they were mirrored from elsewhere; shipping them again could build a
+// cycle); they are reported as lost with reason "provenance". Records whose
+// timestamp lies outside the years 1678 to 2262 are never shipped either:
+// kafka-go encodes timestamps through time.Time.UnixNano, which wraps
+// outside that range, and a wrapped timestamp is a silent corruption. They
+// are reported as lost with reason "timestamp-out-of-range" (usually a
+// producer that sends microseconds as milliseconds).
 package agent

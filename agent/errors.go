@@ -2,15 +2,9 @@ package agent
 
 import "errors"
 
-var (
-	// ErrInvalidConfig is returned by Config.Validate (wrapped in a
-	// *ConfigError) when a field has a value the agent cannot run with.
-	ErrInvalidConfig = errors.New("invalid agent config")
-
-	// ErrRejected is returned by the shipper when the aggregator rejected a
-	// chunk permanently (HTTP 400, 413, 422).
-	ErrRejected = errors.New("chunk rejected by aggregator")
-)
+// ErrInvalidConfig is returned by Config.Validate (wrapped in a
+// *ConfigError) when a field has a value the agent cannot run with.
+var ErrInvalidConfig = errors.New("invalid agent config")
 
 // ConfigError names the config field (as the user typed it, e.g.
 // "--batch-bytes") whose value is invalid.

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"testing"
 	"time"
 
@@ -13,6 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 	"go.uber.org/goleak"
 
 	"github.com/edgemirror/edgemirror/internal/testkit"
@@ -70,20 +74,59 @@ func produce(t testing.TB, cl *kgo.Client, recs ...*kgo.Record) {
 	}
 }
 
-// eventually polls cond every few milliseconds until it returns nil or the
-// deadline passes, then fails with cond's last error.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
+// rawRecord is one record of a hand-built batch.
+type rawRecord struct {
+	offsetDelta int32
+	key, value  []byte
+}
+
+// produceRawBatch produces one hand-built v2 record batch, for logs no Go
+// client writes: franz-go, like kafka-go, encodes timestamps through
+// time.Time.UnixNano, so it cannot produce a timestamp after the year 2262
+// (which a producer sending microseconds as milliseconds does).
+func produceRawBatch(t testing.TB, c *kfake.Cluster, topic string, partition int32, firstTimestamp int64, recs ...rawRecord) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
+	var body []byte
+	for _, r := range recs {
+		rec := kmsg.Record{OffsetDelta: r.offsetDelta, Key: r.key, Value: r.value}
+		rec.Length = int32(len(rec.AppendTo(nil)) - 1) // everything after the 1-byte zero length
+		body = rec.AppendTo(body)
+	}
+	b := kmsg.RecordBatch{Magic: 2, LastOffsetDelta: int32(len(recs) - 1), FirstTimestamp: firstTimestamp,
+		MaxTimestamp: firstTimestamp, ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1,
+		NumRecords: int32(len(recs)), Records: body}
+	b.Length = int32(len(b.AppendTo(nil)) - 12) // everything after base offset and length
+	raw := b.AppendTo(nil)
+	binary.BigEndian.PutUint32(raw[17:21], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks = -1
+	req.TimeoutMillis = 10000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Partition = partition
+	rp.Records = raw
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	// Produce v12 and below name topics, not topic ids.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.MaxVersions(kversion.V3_6_0()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("produce raw batch: %v", err)
+	}
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+				t.Fatalf("produce raw batch to %s/%d: %v", rt.Topic, rp.Partition, err)
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %v: %v", what, timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
 	}
 }
 

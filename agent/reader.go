@@ -97,7 +97,10 @@ type reader struct {
 	topics   map[string]int32 // partition count per mirrored topic
 	stored   map[buffer.PartitionKey]int64
 	lastMeta time.Time
-	round    int // rotates the order partitions are served in
+	round    int // rotates the order partitions are fetched in
+
+	clientID      string // sent with raw fetch requests
+	correlationID int32
 
 	// full is called when the batch's records reach the chunk size in the
 	// middle of a fetch response; it writes them out, so that memory is
@@ -121,15 +124,16 @@ func newReader(cfg *Config, log *slog.Logger, client *kafka.Client, stored map[b
 		}
 	}
 	return &reader{
-		cfg:     cfg,
-		log:     log,
-		client:  client,
-		include: include,
-		exclude: exclude,
-		m:       m,
-		parts:   make(map[buffer.PartitionKey]*partition),
-		topics:  make(map[string]int32),
-		stored:  stored,
+		cfg:      cfg,
+		log:      log,
+		client:   client,
+		include:  include,
+		exclude:  exclude,
+		m:        m,
+		parts:    make(map[buffer.PartitionKey]*partition),
+		topics:   make(map[string]int32),
+		stored:   stored,
+		clientID: "edgemirror-agent-" + cfg.EdgeID,
 	}, nil
 }
 
@@ -144,6 +148,20 @@ func (r *reader) wanted(topic string) bool {
 	return r.include.MatchString(topic)
 }
 
+// refreshIfDue refreshes the metadata when the last refresh is older than
+// the metadata interval (or a fetch error asked for one).
+func (r *reader) refreshIfDue(ctx context.Context) error {
+	if time.Since(r.lastMeta) < r.cfg.MetadataInterval {
+		return nil
+	}
+	err := r.refreshMetadata(ctx)
+	if err != nil {
+		// Try again in a second, not at once.
+		r.lastMeta = time.Now().Add(-r.cfg.MetadataInterval + time.Second)
+	}
+	return err
+}
+
 // refreshMetadata lists topics and partitions and starts reading new ones.
 func (r *reader) refreshMetadata(ctx context.Context) error {
 	md, err := r.client.Metadata(ctx, &kafka.MetadataRequest{})
@@ -151,6 +169,15 @@ func (r *reader) refreshMetadata(ctx context.Context) error {
 		return fmt.Errorf("list edge topics: %w", err)
 	}
 	r.lastMeta = time.Now()
+	listed := make(map[string]bool, len(md.Topics))
+	for _, t := range md.Topics {
+		listed[t.Name] = true
+	}
+	for name := range r.topics {
+		if !listed[name] {
+			r.dropTopic(name)
+		}
+	}
 	for _, t := range md.Topics {
 		if t.Internal || t.Error != nil || !r.wanted(t.Name) {
 			continue
@@ -182,6 +209,33 @@ func (r *reader) refreshMetadata(ctx context.Context) error {
 		r.topicsSeen(r.topicList())
 	}
 	return nil
+}
+
+// dropTopic stops reading a topic the edge cluster no longer lists (it was
+// deleted). kafka-go fails a whole fetch request when one of its topics is
+// missing from its metadata, so a deleted topic kept in the request would
+// stop every other partition of that broker. What was read of it stays in
+// the buffer and is shipped; if a topic of the same name comes back, it is
+// treated as a stored partition would be after a restart.
+func (r *reader) dropTopic(name string) {
+	var offsets []string
+	for k, p := range r.parts {
+		if k.Topic != name {
+			continue
+		}
+		if p.next >= 0 {
+			r.stored[k] = p.next
+			offsets = append(offsets, fmt.Sprintf("%d:%d", k.Partition, p.next))
+		}
+		delete(r.parts, k)
+		r.m.highWatermark.DeleteLabelValues(k.Topic, itoa(k.Partition))
+		r.m.lag.DeleteLabelValues(k.Topic, itoa(k.Partition))
+	}
+	sort.Strings(offsets)
+	r.log.Warn("edge topic deleted; stopped mirroring it (what was read of it is shipped from the buffer; next_offsets lists partition:offset)",
+		slog.String("topic", name), slog.Int("partitions", int(r.topics[name])),
+		slog.String("next_offsets", strings.Join(offsets, ",")))
+	delete(r.topics, name)
 }
 
 // topicList returns the mirrored topics and their partition counts, sorted.
@@ -234,8 +288,15 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 	type result struct {
 		parts []*partition
 		res   *fetchapi.Response
+		last  map[buffer.PartitionKey]int64
 		err   error
 	}
+	// A broker fills the partitions of a request in request order, and only
+	// the first one with data may exceed its share of the response (KIP-74):
+	// with a backlog of batches larger than the share, only that one gets
+	// data. Rotate the order every round, so that every partition comes
+	// first once every len(parts) rounds.
+	r.round++
 	results := make([]result, 0, len(byLeader))
 	for _, parts := range byLeader {
 		sort.Slice(parts, func(i, j int) bool {
@@ -244,6 +305,8 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 			}
 			return parts[i].key.Partition < parts[j].key.Partition
 		})
+		k := r.round % len(parts)
+		parts = append(parts[k:len(parts):len(parts)], parts[:k]...)
 		results = append(results, result{parts: parts})
 	}
 	var wg sync.WaitGroup
@@ -251,7 +314,7 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 		wg.Add(1)
 		go func(res *result) {
 			defer wg.Done()
-			res.res, res.err = r.roundTrip(ctx, res.parts, maxWait)
+			res.res, res.last, res.err = r.roundTrip(ctx, res.parts, maxWait)
 		}(&results[i])
 	}
 	wg.Wait()
@@ -275,7 +338,7 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 			}
 			continue
 		}
-		if err := r.process(ctx, res.parts, res.res, b); err != nil {
+		if err := r.process(ctx, res.parts, res.res, res.last, b); err != nil {
 			return err
 		}
 	}
@@ -292,7 +355,7 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 	return nil
 }
 
-func (r *reader) roundTrip(ctx context.Context, parts []*partition, maxWait time.Duration) (*fetchapi.Response, error) {
+func (r *reader) roundTrip(ctx context.Context, parts []*partition, maxWait time.Duration) (*fetchapi.Response, map[buffer.PartitionKey]int64, error) {
 	req := &fetchapi.Request{
 		ReplicaID:      -1,
 		MaxWaitTime:    int32(maxWait / time.Millisecond),
@@ -321,18 +384,20 @@ func (r *reader) roundTrip(ctx context.Context, parts []*partition, maxWait time
 	}
 	rctx, cancel := context.WithTimeout(ctx, maxWait+30*time.Second)
 	defer cancel()
-	msg, err := r.client.Transport.RoundTrip(rctx, r.client.Addr, req)
+	r.correlationID++
+	raw := &rawFetch{Request: req, clientID: r.clientID, correlationID: r.correlationID}
+	msg, err := r.client.Transport.RoundTrip(rctx, r.client.Addr, raw)
 	if err != nil {
-		return nil, fmt.Errorf("fetch: %w", err)
+		return nil, nil, fmt.Errorf("fetch: %w", err)
 	}
 	res, ok := msg.(*fetchapi.Response)
 	if !ok {
-		return nil, fmt.Errorf("fetch: unexpected response type %T", msg)
+		return nil, nil, fmt.Errorf("fetch: unexpected response type %T", msg)
 	}
 	if res.ErrorCode != 0 {
-		return nil, fmt.Errorf("fetch: %w", kafka.Error(res.ErrorCode))
+		return nil, nil, fmt.Errorf("fetch: %w", kafka.Error(res.ErrorCode))
 	}
-	return res, nil
+	return res, raw.last, nil
 }
 
 // initPartition sets the start offset of a partition the buffer knows nothing about.
@@ -351,7 +416,7 @@ func (r *reader) initPartition(ctx context.Context, p *partition) error {
 	return nil
 }
 
-func (r *reader) process(ctx context.Context, parts []*partition, res *fetchapi.Response, b *batch) error {
+func (r *reader) process(ctx context.Context, parts []*partition, res *fetchapi.Response, last map[buffer.PartitionKey]int64, b *batch) error {
 	byKey := make(map[buffer.PartitionKey]*partition, len(parts))
 	for _, p := range parts {
 		byKey[p.key] = p
@@ -373,12 +438,10 @@ func (r *reader) process(ctx context.Context, parts []*partition, res *fetchapi.
 			answers = append(answers, answer{p, rp})
 		}
 	}
-	// Serve the partitions in a rotating order, so that with a backlog no
-	// partition always comes last.
-	r.round++
+	// The answers come in request order, which rotates every round: no
+	// partition's records always come last in the chunks.
 	var fatal error
-	for i := range answers {
-		a := answers[(i+r.round)%len(answers)]
+	for _, a := range answers {
 		p, rp := a.p, a.rp
 		{
 			if fatal != nil {
@@ -393,6 +456,12 @@ func (r *reader) process(ctx context.Context, parts []*partition, res *fetchapi.
 			p.stuckLogged = false
 			r.m.highWatermark.WithLabelValues(p.key.Topic, itoa(p.key.Partition)).Set(float64(rp.LastStableOffset))
 			next, err := r.readPartition(p, rp, b)
+			if l, ok := last[p.key]; ok && err == nil && l+1 > next {
+				// Every batch of the response was read: move past the last
+				// one's last offset, even if compaction removed the records
+				// at its end.
+				next = l + 1
+			}
 			var fe *flushError
 			if errors.As(err, &fe) {
 				fatal = fe.err
@@ -494,6 +563,10 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 	abortedPIDs := make(map[int64]bool)
 	ai := 0
 	var firstErr error
+	// open is the index in b.losses of the loss range the last refused
+	// record went to, while no record was shipped since; -1 otherwise.
+	open, firstLoss := -1, len(b.losses)
+	defer func() { r.logRefused(b.losses[firstLoss:]) }()
 	for _, rb := range batches {
 		var (
 			skip bool
@@ -551,9 +624,18 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 				next = off + 1
 			}
 			if provenance.Has(wr.Headers) {
+				// Mirrored from elsewhere: shipping it again could build a
+				// cycle. Not shipped, and reported like any loss.
 				r.m.skipped.WithLabelValues("provenance").Inc()
+				r.refuse(b, p.key, off, wire.LossReasonProvenance, &open)
 				continue
 			}
+			if !wire.ValidTimestamp(wr.Timestamp) {
+				// kafka-go would write it wrapped (time.UnixNano overflows).
+				r.refuse(b, p.key, off, wire.LossReasonTimestamp, &open)
+				continue
+			}
+			open = -1
 			b.records = append(b.records, wr)
 			b.rawSize += wire.RecordSize(&b.records[len(b.records)-1])
 			r.m.recordsRead.Inc()
@@ -569,6 +651,40 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 		}
 	}
 	return next, firstErr
+}
+
+// refuse records a record that is read but never shipped as a loss with
+// reason, extending the open range (see readPartition) when it has the same
+// reason. Losses are persisted with the offsets past them, and no chunk
+// advances its partition past a loss not yet persisted (Agent.flush).
+func (r *reader) refuse(b *batch, key buffer.PartitionKey, off int64, reason string, open *int) {
+	r.m.lost.WithLabelValues(reason).Inc()
+	if *open >= 0 && b.losses[*open].Reason == reason {
+		l := &b.losses[*open]
+		l.Range.Last = off
+		l.Range.Records++
+		return
+	}
+	b.losses = append(b.losses, buffer.Loss{
+		Range:  buffer.Range{Topic: key.Topic, Partition: key.Partition, First: off, Last: off, Records: 1},
+		Reason: reason,
+		At:     time.Now(),
+	})
+	*open = len(b.losses) - 1
+}
+
+// logRefused logs the loss ranges of records refused while reading one
+// partition's answer.
+func (r *reader) logRefused(losses []buffer.Loss) {
+	for _, l := range losses {
+		msg := "records carry edgemirror provenance (mirrored from elsewhere); not shipped, reported as lost"
+		if l.Reason == wire.LossReasonTimestamp {
+			msg = "record timestamps outside the years 1678 to 2262 cannot be written to Kafka exactly; not shipped, reported as lost"
+		}
+		r.log.Warn(msg, slog.String("topic", l.Range.Topic), slog.Int("partition", int(l.Range.Partition)),
+			slog.Int64("first_offset", l.Range.First), slog.Int64("last_offset", l.Range.Last),
+			slog.Int64("records", l.Range.Records), slog.String("reason", l.Reason))
+	}
 }
 
 // toWire copies a fetched record into a wire.Record. Null and empty keys

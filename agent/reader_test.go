@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgemirror/edgemirror/buffer"
 	"github.com/edgemirror/edgemirror/internal/provenance"
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -230,8 +231,11 @@ func TestReaderReadCommitted(t *testing.T) {
 	if b.next[p0] != 13 || b.next[p1] != 5 {
 		t.Errorf("batch next offsets %v, want sensors/0=13 sensors/1=5", b.next)
 	}
-	if len(b.losses) != 0 {
-		t.Errorf("losses %+v, want none", b.losses)
+	// The record that already carried provenance is not shipped, and it
+	// is reported like any loss, so that the centre knows.
+	wantLoss := buffer.Range{Topic: "sensors", Partition: 0, First: 10, Last: 10, Records: 1}
+	if len(b.losses) != 1 || b.losses[0].Range != wantLoss || b.losses[0].Reason != wire.LossReasonProvenance {
+		t.Errorf("losses %+v, want one: %+v reason %s", b.losses, wantLoss, wire.LossReasonProvenance)
 	}
 	for reason, want := range map[string]float64{"aborted": 2, "control": 3, "provenance": 1} {
 		if got := metricValue(t, rd.m.skipped.WithLabelValues(reason)); got != want {
@@ -369,7 +373,7 @@ func TestReaderEdgeRetentionLoss(t *testing.T) {
 	k := buffer.PartitionKey{Topic: "t", Partition: 0}
 	rd := newTestReader(t, c, nil, map[buffer.PartitionKey]int64{k: 2}) // read up to 2 before
 	b := newBatch()
-	eventually(t, 10*time.Second, "loss found", func() error {
+	testkit.Eventually(t, 10*time.Second, "loss found", func() error {
 		if err := rd.fetch(ctx, 20*time.Millisecond, b); err != nil {
 			return err
 		}
@@ -427,7 +431,7 @@ func TestReaderStoredOffsetBeyondEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b := newBatch()
-	eventually(t, 10*time.Second, "partition parked", func() error {
+	testkit.Eventually(t, 10*time.Second, "partition parked", func() error {
 		if err := rd.fetch(ctx, 20*time.Millisecond, b); err != nil {
 			return err
 		}
@@ -485,7 +489,7 @@ func TestReaderPicksUpNewPartitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	produce(t, plain, &kgo.Record{Topic: "t", Partition: 2, Value: []byte("new")})
-	eventually(t, 10*time.Second, "third partition seen", func() error {
+	testkit.Eventually(t, 10*time.Second, "third partition seen", func() error {
 		if err := rd.refreshMetadata(ctx); err != nil {
 			return err
 		}
@@ -497,5 +501,146 @@ func TestReaderPicksUpNewPartitions(t *testing.T) {
 	b := fetchUntil(t, rd, map[buffer.PartitionKey]int64{{Topic: "t", Partition: 2}: 1})
 	if len(b.records) != 1 || b.records[0].Partition != 2 {
 		t.Fatalf("read %+v, want the record of partition 2", b.records)
+	}
+}
+
+// TestReaderBacklogEveryPartitionProgresses: with a backlog on many
+// partitions whose producer batches are larger than a partition's share of
+// --fetch-max-bytes, a broker returns data only for the first partition of
+// the request that has any (KIP-74). Every partition must still make
+// progress within as many rounds as there are partitions.
+func TestReaderBacklogEveryPartitionProgresses(t *testing.T) {
+	const partitions = 20
+	c := newCluster(t)
+	// About 1 MB producer batches, three of them per partition.
+	plain := newProducer(t, c, kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedBytes(64<<20))
+	createTopic(t, plain, "big", partitions)
+	value := bytes.Repeat([]byte("x"), 100<<10) // 100 KiB: every batch exceeds a 64 KiB share
+	var recs []*kgo.Record
+	for p := int32(0); p < partitions; p++ {
+		for i := 0; i < 20; i++ {
+			recs = append(recs, &kgo.Record{Topic: "big", Partition: p, Value: value})
+		}
+	}
+	produce(t, plain, recs...)
+	rd := newTestReader(t, c, func(c *Config) { c.FetchMaxBytes = 1 << 20 }, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b := newBatch()
+	for round := 0; round < partitions; round++ {
+		if err := rd.fetch(ctx, 50*time.Millisecond, b); err != nil {
+			t.Fatal(err)
+		}
+		b.reset() // only progress matters here, not the records
+	}
+	var starved []int32
+	for p := int32(0); p < partitions; p++ {
+		if rd.parts[buffer.PartitionKey{Topic: "big", Partition: p}].next <= 0 {
+			starved = append(starved, p)
+		}
+	}
+	if len(starved) > 0 {
+		t.Fatalf("after %d fetch rounds, %d of %d partitions read nothing: %v", partitions, len(starved), partitions, starved)
+	}
+}
+
+// TestReaderTopicDeletedOthersContinue: deleting one mirrored edge topic
+// does not stop the others; the deleted topic is dropped from the reader.
+func TestReaderTopicDeletedOthersContinue(t *testing.T) {
+	c := newCluster(t)
+	plain := newProducer(t, c)
+	createTopic(t, plain, "gone", 1)
+	createTopic(t, plain, "kept", 2)
+	for i := 0; i < 3; i++ {
+		produce(t, plain, &kgo.Record{Topic: "gone", Value: []byte("g")},
+			&kgo.Record{Topic: "kept", Partition: 0, Value: []byte("k")},
+			&kgo.Record{Topic: "kept", Partition: 1, Value: []byte("k")})
+	}
+	gone := buffer.PartitionKey{Topic: "gone", Partition: 0}
+	kept := buffer.PartitionKey{Topic: "kept", Partition: 0}
+	rd := newTestReader(t, c, nil, nil)
+	fetchUntil(t, rd, map[buffer.PartitionKey]int64{gone: 3, kept: 3})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := kadm.NewClient(plain).DeleteTopics(ctx, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Error(); err != nil {
+		t.Fatal(err)
+	}
+	// kafka-go's metadata cache forgets the topic within its TTL; from then
+	// on a fetch request naming it fails as a whole.
+	testkit.Eventually(t, 10*time.Second, "deleted topic gone from the edge metadata", func() error {
+		md, err := rd.client.Metadata(ctx, &kafka.MetadataRequest{})
+		if err != nil {
+			return err
+		}
+		for _, tp := range md.Topics {
+			if tp.Name == "gone" {
+				return fmt.Errorf("still listed")
+			}
+		}
+		return nil
+	})
+	produce(t, plain, &kgo.Record{Topic: "kept", Partition: 0, Value: []byte("after")})
+	b := newBatch()
+	testkit.Eventually(t, 15*time.Second, "kept topic read after the other was deleted", func() error {
+		if err := rd.refreshIfDue(ctx); err != nil {
+			return err
+		}
+		if err := rd.fetch(ctx, 20*time.Millisecond, b); err != nil {
+			return err
+		}
+		if n := rd.parts[kept].next; n != 4 {
+			return fmt.Errorf("kept/0 at offset %d, want 4", n)
+		}
+		return nil
+	})
+	if len(b.records) != 1 || string(b.records[0].Value) != "after" {
+		t.Errorf("read %+v, want the one record produced after the deletion", b.records)
+	}
+	if _, ok := rd.parts[gone]; ok {
+		t.Error("deleted topic's partition is still being read")
+	}
+	for _, tp := range rd.topicList() {
+		if tp.Name == "gone" {
+			t.Errorf("deleted topic still in the topic list: %+v", rd.topicList())
+		}
+	}
+}
+
+// TestReaderFarFutureTimestampRefused: a timestamp beyond what kafka-go can
+// write (it encodes through time.UnixNano, which overflows after the year
+// 2262) is never shipped to be written wrapped: the record is refused and
+// reported lost with its exact offset, and its neighbours are shipped.
+func TestReaderFarFutureTimestampRefused(t *testing.T) {
+	c := newCluster(t)
+	plain := newProducer(t, c)
+	createTopic(t, plain, "t", 1)
+	now := time.Now().UnixMilli()
+	rec := func(v string) rawRecord { return rawRecord{value: []byte(v)} }
+	produceRawBatch(t, c, "t", 0, now, rec("ok-0"))
+	produceRawBatch(t, c, "t", 0, now*1000, rec("future")) // microseconds sent as milliseconds
+	produceRawBatch(t, c, "t", 0, wire.MinTimestamp-1, rec("past"))
+	produceRawBatch(t, c, "t", 0, wire.MaxTimestamp, rec("ok-3"))
+	k := buffer.PartitionKey{Topic: "t", Partition: 0}
+	rd := newTestReader(t, c, nil, nil)
+	b := fetchUntil(t, rd, map[buffer.PartitionKey]int64{k: 4})
+	var got []string
+	for _, r := range b.records {
+		got = append(got, fmt.Sprintf("%d:%s@%d", r.Offset, r.Value, r.Timestamp))
+	}
+	want := []string{fmt.Sprintf("0:ok-0@%d", now), fmt.Sprintf("3:ok-3@%d", wire.MaxTimestamp)}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("shipped %v, want %v", got, want)
+	}
+	wantLoss := buffer.Range{Topic: "t", Partition: 0, First: 1, Last: 2, Records: 2}
+	if len(b.losses) != 1 || b.losses[0].Range != wantLoss || b.losses[0].Reason != wire.LossReasonTimestamp {
+		t.Errorf("losses %+v, want one: %+v reason %s", b.losses, wantLoss, wire.LossReasonTimestamp)
+	}
+	if got := metricValue(t, rd.m.lost.WithLabelValues(wire.LossReasonTimestamp)); got != 2 {
+		t.Errorf("lost{%s} = %v, want 2", wire.LossReasonTimestamp, got)
 	}
 }

@@ -26,11 +26,12 @@ import (
 type outcome int
 
 const (
-	outcomeAcked    outcome = iota // 2xx: the hub has every record; delete the chunk
-	outcomeRejected                // 400/413/422: this chunk will never be accepted; quarantine it
-	outcomeRetry                   // network error, 5xx, 429: retry with backoff (or Retry-After)
+	outcomeAcked    outcome = iota // 200 acknowledging this chunk: the hub has every record; delete it
+	outcomeRejected                // 400/413/422 with a permanent aggregator error: quarantine the chunk
+	outcomeRetry                   // 5xx, 429, other answers: retry with backoff (or Retry-After)
 	outcomeSlow                    // 401/403/409: a configuration problem; retry at the slowest pace
 	outcomeNetwork                 // no answer: the link is down; retry when it is back
+	outcomeUnproven                // 2xx or 4xx not proven to come from the aggregator: retry, and warn
 )
 
 // maxErrorBody bounds how much of an error answer is read.
@@ -207,11 +208,16 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 			s.log.Error("aggregator refuses this agent; check credentials and that no other agent uses this edge id",
 				slog.Uint64("seq", ch.Seq), slog.String("reason", reason))
 			wait = s.cfg.MaxBackoff
-		case outcomeRetry:
+		case outcomeRetry, outcomeUnproven:
 			if d := bo.NextBackOff(); wait <= 0 {
 				wait = d
 			}
-			s.log.Debug("chunk upload failed; will retry", slog.Uint64("seq", ch.Seq),
+			level := slog.LevelDebug
+			if out == outcomeUnproven {
+				// Not the aggregator speaking: an operator must look.
+				level = slog.LevelWarn
+			}
+			s.log.Log(ctx, level, "chunk upload not acknowledged; will retry", slog.Uint64("seq", ch.Seq),
 				slog.String("reason", reason), slog.Duration("wait", wait))
 		case outcomeNetwork:
 			s.markDown(reason)
@@ -239,12 +245,12 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 
 // send makes one upload attempt and classifies its answer.
 func (s *shipper) send(ctx context.Context, ch buffer.Chunk) (out outcome, retryAfter time.Duration, reason string) {
-	timeout := s.cfg.RequestTimeout
-	if s.cfg.Bandwidth > 0 {
-		timeout += time.Duration(float64(len(ch.Frame)) / float64(s.cfg.Bandwidth) * float64(time.Second))
-	}
-	rctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	// No fixed budget: the uploads in flight share the link, and a chunk
+	// may take minutes on a slow one. The upload is cut only when its bytes
+	// stop moving for --request-timeout (see watchUpload).
+	body := &progressReader{r: bytes.NewReader(ch.Frame)}
+	rctx, stop := watchUpload(ctx, body, s.cfg.RequestTimeout)
+	defer stop()
 	ep, gen := s.eps.current()
 	defer func() {
 		switch out {
@@ -256,7 +262,7 @@ func (s *shipper) send(ctx context.Context, ch buffer.Chunk) (out outcome, retry
 			s.eps.ok(gen)
 		}
 	}()
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, ep.url.JoinPath(wire.PathChunks).String(), bytes.NewReader(ch.Frame))
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, ep.url.JoinPath(wire.PathChunks).String(), body)
 	if err != nil {
 		return outcomeRetry, 0, err.Error()
 	}
@@ -270,40 +276,87 @@ func (s *shipper) send(ctx context.Context, ch buffer.Chunk) (out outcome, retry
 		if ctx.Err() != nil {
 			return outcomeRetry, 0, err.Error()
 		}
+		if cause := context.Cause(rctx); errors.Is(cause, errStalled) {
+			return outcomeNetwork, 0, cause.Error()
+		}
 		return outcomeNetwork, 0, err.Error()
 	}
 	defer drain(resp)
-	return classify(resp, s.m)
+	out, retryAfter, reason, refused := classify(resp, s.m, ch.Seq, ch.Meta.Records)
+	for _, r := range refused {
+		// The aggregator recorded these as lost centrally; the agent only
+		// says so and counts them.
+		s.log.Error("hub refused records of an acknowledged chunk for good; they are lost, the rest was written",
+			slog.Uint64("seq", ch.Seq), slog.String("topic", r.Topic), slog.Int("partition", int(r.Partition)),
+			slog.Int64("first_offset", r.FirstOffset), slog.Int64("last_offset", r.LastOffset), slog.Int64("records", r.Records))
+		s.m.lost.WithLabelValues(wire.LossReasonRefusedByHub).Add(float64(r.Records))
+	}
+	return out, retryAfter, reason
 }
 
-// classify turns an aggregator answer into an outcome. Permanent means the
-// chunk itself is bad; credential and conflict problems are retried slowly
-// because the data is fine and the operator can fix the cause.
-func classify(resp *http.Response, m *metrics) (outcome, time.Duration, string) {
+// classify turns an aggregator answer to the upload of chunk seq (records
+// records) into an outcome. Only an answer that proves it comes from the
+// aggregator settles the chunk: a 200 whose ChunkResponse names this seq
+// and record count deletes it, and a 400, 413 or 422 whose ErrorResponse
+// says permanent quarantines it. A misrouted path or a proxy answering 2xx,
+// or a proxy's own 413 (a body size limit), proves nothing and is retried.
+// Credential and conflict problems are retried slowly because the data is
+// fine and the operator can fix the cause.
+//
+// An acknowledgement may list records the hub refused for good (refused).
+func classify(resp *http.Response, m *metrics, seq uint64, records int) (outcome, time.Duration, string, []wire.LossRange) {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return outcomeAcked, 0, ""
+		var cr wire.ChunkResponse
+		err := json.Unmarshal(body, &cr)
+		if err == nil && resp.StatusCode == http.StatusOK && cr.Seq == seq && cr.Records == records {
+			return outcomeAcked, 0, "", cr.Refused
+		}
+		m.sendErrors.WithLabelValues("unacknowledged").Inc()
+		got := fmt.Sprintf("seq %d, %d records", cr.Seq, cr.Records)
+		if err != nil {
+			got = "no chunk acknowledgement: " + snippet(body)
+		}
+		return outcomeUnproven, 0, fmt.Sprintf("%d without acknowledging chunk %d (%d records): %s; is --aggregator the aggregator's URL, or is a proxy answering?",
+			resp.StatusCode, seq, records, got), nil
 	}
 	var er wire.ErrorResponse
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	if json.Unmarshal(body, &er) != nil || er.Error == "" {
+	fromAggregator := json.Unmarshal(body, &er) == nil && er.Error != ""
+	if !fromAggregator {
 		er.Error = http.StatusText(resp.StatusCode)
 	}
 	reason := fmt.Sprintf("%d: %s", resp.StatusCode, er.Error)
 	switch resp.StatusCode {
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
-		return outcomeRejected, 0, reason
+		if fromAggregator && er.Permanent {
+			return outcomeRejected, 0, reason, nil
+		}
+		m.sendErrors.WithLabelValues("unacknowledged").Inc()
+		return outcomeUnproven, 0, reason + " (not a permanent aggregator error: " + snippet(body) + ")", nil
 	case http.StatusUnauthorized, http.StatusForbidden:
 		m.sendErrors.WithLabelValues("auth").Inc()
-		return outcomeSlow, 0, reason
+		return outcomeSlow, 0, reason, nil
 	case http.StatusConflict:
 		m.sendErrors.WithLabelValues("conflict").Inc()
-		return outcomeSlow, 0, reason
+		return outcomeSlow, 0, reason, nil
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		m.sendErrors.WithLabelValues("retryable").Inc()
-		return outcomeRetry, retryAfter(resp.Header.Get("Retry-After")), reason
+		return outcomeRetry, retryAfter(resp.Header.Get("Retry-After")), reason, nil
 	}
 	m.sendErrors.WithLabelValues("retryable").Inc()
-	return outcomeRetry, 0, reason
+	return outcomeRetry, 0, reason, nil
+}
+
+// snippet returns the start of an answer body for a log line.
+func snippet(b []byte) string {
+	const max = 120
+	if len(b) == 0 {
+		return "empty body"
+	}
+	if len(b) > max {
+		return strconv.Quote(string(b[:max])) + "..."
+	}
+	return strconv.Quote(string(b))
 }
 
 // retryAfter parses a Retry-After header (seconds or an HTTP date), capped

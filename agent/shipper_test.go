@@ -3,11 +3,14 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,9 +26,9 @@ func response(status int, body string, header http.Header) *http.Response {
 	return &http.Response{StatusCode: status, Header: header, Body: io.NopCloser(strings.NewReader(body))}
 }
 
-// TestClassify checks the decision table of docs/protocol.md 3.2: which
-// answers delete the chunk, which quarantine it, which retry it and how
-// soon, and which error class each one counts.
+// TestClassify checks the decision table of docs/protocol.md 3.2 for chunk
+// 1 of 3 records: which answers delete the chunk, which quarantine it,
+// which retry it and how soon, and which error class each one counts.
 func TestClassify(t *testing.T) {
 	errBody := `{"error":"decode frame 17: checksum mismatch","permanent":true}`
 	cases := []struct {
@@ -37,9 +40,17 @@ func TestClassify(t *testing.T) {
 		wantReason string // substring; "" means the reason must be empty
 		wantClass  string // sendErrors label incremented; "" means none
 	}{
-		{200, `{"seq":1,"written":3,"duplicates":0}`, "", outcomeAcked, 0, "", ""},
-		{204, "", "", outcomeAcked, 0, "", ""},
+		{200, `{"seq":1,"records":3,"written":3,"duplicates":0}`, "", outcomeAcked, 0, "", ""},
+		{200, `{"seq":1,"records":3,"written":0,"duplicates":3}`, "", outcomeAcked, 0, "", ""},
+		// A 2xx proves nothing unless it acknowledges this chunk.
+		{200, `{"seq":2,"records":3,"written":3,"duplicates":0}`, "", outcomeUnproven, 0, "without acknowledging chunk 1 (3 records): seq 2", "unacknowledged"},
+		{200, `{"seq":1,"written":3,"duplicates":0}`, "", outcomeUnproven, 0, "seq 1, 0 records", "unacknowledged"},
+		{200, "<html>ok</html>", "", outcomeUnproven, 0, "no chunk acknowledgement", "unacknowledged"},
+		{204, "", "", outcomeUnproven, 0, "empty body", "unacknowledged"},
 		{400, errBody, "", outcomeRejected, 0, "400: decode frame 17: checksum mismatch", ""},
+		// Only the aggregator saying permanent quarantines a chunk.
+		{400, `{"error":"bad route"}`, "", outcomeUnproven, 0, "not a permanent aggregator error", "unacknowledged"},
+		{413, "<html>too large</html>", "", outcomeUnproven, 0, "413: Request Entity Too Large (not a permanent", "unacknowledged"},
 		{413, `{"error":"chunk too large","permanent":true}`, "", outcomeRejected, 0, "413: chunk too large", ""},
 		{422, `{"error":"hub refused","permanent":true}`, "", outcomeRejected, 0, "422: hub refused", ""},
 		{401, "", "", outcomeSlow, 0, "401: Unauthorized", "auth"},
@@ -62,7 +73,7 @@ func TestClassify(t *testing.T) {
 			if tc.retryAfter != "" {
 				h.Set("Retry-After", tc.retryAfter)
 			}
-			out, wait, reason := classify(response(tc.status, tc.body, h), m)
+			out, wait, reason, _ := classify(response(tc.status, tc.body, h), m, 1, 3)
 			if out != tc.want {
 				t.Errorf("outcome %d, want %d", out, tc.want)
 			}
@@ -72,7 +83,7 @@ func TestClassify(t *testing.T) {
 			if tc.wantReason == "" && reason != "" || !strings.Contains(reason, tc.wantReason) {
 				t.Errorf("reason %q, want it to contain %q", reason, tc.wantReason)
 			}
-			for _, class := range []string{"auth", "conflict", "retryable", "network", "rejected"} {
+			for _, class := range []string{"auth", "conflict", "retryable", "network", "rejected", "unacknowledged"} {
 				got := metricValue(t, m.sendErrors.WithLabelValues(class))
 				want := 0.0
 				if class == tc.wantClass {
@@ -91,7 +102,7 @@ func TestClassify(t *testing.T) {
 func TestClassifyBoundsErrorBody(t *testing.T) {
 	body := &countingReader{r: strings.NewReader(strings.Repeat("x", 4*maxErrorBody))}
 	resp := &http.Response{StatusCode: 500, Header: http.Header{}, Body: io.NopCloser(body)}
-	if out, _, _ := classify(resp, newMetrics()); out != outcomeRetry {
+	if out, _, _, _ := classify(resp, newMetrics(), 1, 1); out != outcomeRetry {
 		t.Fatalf("outcome %d, want retry", out)
 	}
 	if body.n > maxErrorBody {
@@ -274,4 +285,112 @@ func TestLargeLossReportDelivered(t *testing.T) {
 	}
 	pending, _ := sh.store.PendingLosses()
 	t.Fatalf("%d of %d loss ranges still pending after 10 report attempts", len(pending), len(losses))
+}
+
+// TestShipperKeepsChunkWithoutAcknowledgement: the chunk is deleted only on
+// a 200 whose body acknowledges that chunk (its seq and record count), and
+// quarantined only on an aggregator error that says it is permanent. A
+// misrouted path or a proxy answering 2xx, or a proxy's own 4xx (a body
+// size limit), is retried: the chunk stays until a real answer comes.
+func TestShipperKeepsChunkWithoutAcknowledgement(t *testing.T) {
+	const records = 3
+	good := func(seq uint64) string {
+		return fmt.Sprintf(`{"seq":%d,"records":%d,"written":%d,"duplicates":0}`, seq, records, records)
+	}
+	cases := []struct {
+		name   string
+		status int
+		body   func(seq uint64) string
+	}{
+		{"200 empty body (proxy)", 200, func(uint64) string { return "" }},
+		{"200 html (proxy)", 200, func(uint64) string { return "<html><body>OK</body></html>" }},
+		{"204 no content", 204, func(uint64) string { return "" }},
+		{"200 acknowledging another chunk", 200, func(seq uint64) string { return good(seq + 1) }},
+		{"200 with another record count", 200, func(seq uint64) string {
+			return fmt.Sprintf(`{"seq":%d,"records":1,"written":1,"duplicates":0}`, seq)
+		}},
+		{"413 from a proxy's body limit", 413, func(uint64) string { return "<html>413 Request Entity Too Large</html>" }},
+		{"400 not saying permanent", 400, func(uint64) string { return `{"error":"no such route"}` }},
+		{"422 not json", 422, func(uint64) string { return "unprocessable" }},
+	}
+	for _, tc := range cases {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			var mu sync.Mutex
+			requests := 0
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				frame, _ := io.ReadAll(r.Body)
+				h, err := wire.ReadHeader(frame)
+				if err != nil {
+					t.Errorf("unreadable chunk: %v", err)
+					return
+				}
+				mu.Lock()
+				requests++
+				n := requests
+				mu.Unlock()
+				if n == 1 {
+					w.WriteHeader(tc.status)
+					io.WriteString(w, tc.body(h.Seq))
+					return
+				}
+				writeTestJSON(w, 200, json.RawMessage(good(h.Seq)))
+			}))
+			var p http.Protocols
+			p.SetHTTP1(true)
+			p.SetUnencryptedHTTP2(true) // the agent speaks h2c to http:// aggregators
+			srv.Config.Protocols = &p
+			srv.Start()
+			defer srv.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			sh := newTestShipper(t, ctx, srv.URL)
+			sh.link = newLink()
+			sh.cfg.MaxBackoff = 100 * time.Millisecond
+			bufferRecords(t, sh.store, records)
+			ch, err := sh.store.Lease(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sh.ship(ctx, ch); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if requests != 2 {
+				t.Errorf("chunk settled after %d request(s), want the first answer retried and the second to settle it", requests)
+			}
+			if pending, _ := sh.store.PendingLosses(); len(pending) != 0 {
+				t.Errorf("chunk quarantined as lost: %+v", pending)
+			}
+			if st := sh.store.Stats(); st.Chunks != 0 {
+				t.Errorf("%d chunks left after the real acknowledgement", st.Chunks)
+			}
+		})
+	}
+}
+
+// bufferRecords stores one chunk of n small records.
+func bufferRecords(t *testing.T, store *buffer.Store, n int) {
+	t.Helper()
+	enc, err := wire.NewEncoder(wire.CodecNone, wire.LevelDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	var recs []wire.Record
+	raw := 0
+	for i := 0; i < n; i++ {
+		recs = append(recs, wire.Record{Topic: "t", Offset: int64(i), Value: []byte("v")})
+		raw += wire.RecordSize(&recs[i])
+	}
+	seq := store.NextSeq()
+	frame, err := enc.Encode(nil, &wire.Chunk{Seq: seq, Topics: []wire.Topic{{Name: "t", Partitions: 1}}, Records: recs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := buffer.ChunkMeta{Seq: seq, Records: n, RawBytes: raw,
+		Ranges: []buffer.Range{{Topic: "t", First: 0, Last: int64(n - 1), Records: int64(n)}}}
+	if err := store.Append(context.Background(), frame, meta, map[buffer.PartitionKey]int64{{Topic: "t"}: int64(n)}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"io"
 	"log/slog"
 	"maps"
@@ -107,7 +108,7 @@ func TestTopicConfigSync(t *testing.T) {
 	afterSyncs := func(n int64) {
 		t.Helper()
 		target := describes.Load() + n
-		eventually(t, 10*time.Second, fmt.Sprintf("%d more syncs", n), func() error {
+		testkit.Eventually(t, 10*time.Second, fmt.Sprintf("%d more syncs", n), func() error {
 			if d := describes.Load(); d < target {
 				return fmt.Errorf("%d of %d syncs", d-target+n, n)
 			}
@@ -138,7 +139,7 @@ func TestTopicConfigSync(t *testing.T) {
 
 	s.setTopics([]wire.Topic{{Name: "state", Partitions: 2}, {Name: "plain", Partitions: 1}})
 	want := map[string]string{"cleanup.policy": "compact", "min.compaction.lag.ms": "60000", "delete.retention.ms": "1000"}
-	eventually(t, 10*time.Second, "first report of state", func() error {
+	testkit.Eventually(t, 10*time.Second, "first report of state", func() error {
 		got, parts, n := agg.lastReport("state")
 		if n == 0 {
 			return fmt.Errorf("not reported yet")
@@ -148,7 +149,7 @@ func TestTopicConfigSync(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 10*time.Second, "first report of plain", func() error {
+	testkit.Eventually(t, 10*time.Second, "first report of plain", func() error {
 		got, _, n := agg.lastReport("plain")
 		if n == 0 {
 			return fmt.Errorf("not reported yet")
@@ -170,7 +171,7 @@ func TestTopicConfigSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	want["retention.ms"] = "3600000"
-	eventually(t, 10*time.Second, "changed settings reported", func() error {
+	testkit.Eventually(t, 10*time.Second, "changed settings reported", func() error {
 		if got, _, _ := agg.lastReport("state"); !maps.Equal(got, want) {
 			return fmt.Errorf("last report %v, want %v", got, want)
 		}
@@ -186,7 +187,7 @@ func TestTopicConfigSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, before := agg.lastReport("state")
-	eventually(t, 10*time.Second, "refused topic reported again", func() error {
+	testkit.Eventually(t, 10*time.Second, "refused topic reported again", func() error {
 		if _, _, n := agg.lastReport("state"); n < before+3 {
 			return fmt.Errorf("reported %d times since the refusal", n-before)
 		}
@@ -209,7 +210,7 @@ func TestTopicConfigSync(t *testing.T) {
 	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.DeleteConfig, Name: "delete.retention.ms"}}, "state"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "report retried while the aggregator answers 503", func() error {
+	testkit.Eventually(t, 10*time.Second, "report retried while the aggregator answers 503", func() error {
 		if _, _, n := agg.lastReport("state"); n < settled+2 {
 			return fmt.Errorf("%d attempts", n-settled)
 		}
@@ -220,7 +221,7 @@ func TestTopicConfigSync(t *testing.T) {
 	agg.mu.Unlock()
 	delete(want, "delete.retention.ms")
 	want["segment.ms"] = "100"
-	eventually(t, 10*time.Second, "removed override reported", func() error {
+	testkit.Eventually(t, 10*time.Second, "removed override reported", func() error {
 		if got, _, _ := agg.lastReport("state"); !maps.Equal(got, want) {
 			return fmt.Errorf("last report %v, want %v", got, want)
 		}
@@ -254,7 +255,7 @@ func TestTopicConfigResync(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	s.setTopics([]wire.Topic{{Name: "plain", Partitions: 1}})
 	start := time.Now()
-	eventually(t, 10*time.Second, "unchanged topic reported again", func() error {
+	testkit.Eventually(t, 10*time.Second, "unchanged topic reported again", func() error {
 		if _, _, n := agg.lastReport("plain"); n < 3 {
 			return fmt.Errorf("reported %d times", n)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"io"
 	"net/http"
 	"testing"
@@ -152,7 +153,7 @@ func TestCheckpointsTranslatedAndStored(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer member.Close()
-	eventually(t, 20*time.Second, "hub group has a member", func() error {
+	testkit.Eventually(t, 20*time.Second, "hub group has a member", func() error {
 		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		member.PollFetches(pctx)
 		cancel()

@@ -392,7 +392,7 @@ func (s *server) run(es *edgeState) {
 			if refused := results[i].refused; len(refused) > 0 {
 				s.recordRefused(es.name, refused)
 			}
-			pc.finish(&wire.ChunkResponse{Seq: pc.c.Seq, Written: results[i].written, Duplicates: results[i].duplicates,
+			pc.finish(&wire.ChunkResponse{Seq: pc.c.Seq, Records: len(pc.c.Records), Written: results[i].written, Duplicates: results[i].duplicates,
 				Refused: results[i].refused}, nil)
 			s.log.Debug("chunk applied", slog.String("edge", es.name), slog.Uint64("seq", pc.c.Seq),
 				slog.Int("written", results[i].written), slog.Int("duplicates", results[i].duplicates),

@@ -16,6 +16,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -36,8 +37,9 @@ func TestChunkApplied(t *testing.T) {
 		{Topic: "sensors", Partition: 2, Offset: 8, Timestamp: 1700000000002, Key: []byte{}, Value: nil},
 	}
 	a := s.send(t, "plant-7", 99, 1, f.frame(chunkOf(1, sensors3, recs)))
-	if a.status != 200 || !reflect.DeepEqual(a.ok, wire.ChunkResponse{Seq: 1, Written: 3}) {
-		t.Fatalf("answer %v, want 200 seq 1 written 3", a)
+	// seq and records acknowledge the chunk; the agent deletes it only then.
+	if a.status != 200 || !reflect.DeepEqual(a.ok, wire.ChunkResponse{Seq: 1, Records: 3, Written: 3}) {
+		t.Fatalf("answer %v, want 200 seq 1 records 3 written 3", a)
 	}
 	if rr := s.resume(t, "plant-7", 99); rr != (wire.ResumeResponse{Epoch: 99, NextSeq: 2}) {
 		t.Errorf("resume %+v, want epoch 99 next 2", rr)
@@ -109,7 +111,7 @@ func TestChunksAppliedInSeqOrder(t *testing.T) {
 		}
 	}()
 	// Seq 2 waits once the edge expects 1 (set from its floor).
-	eventually(t, 10*time.Second, "seq 2 waiting", func() error {
+	testkit.Eventually(t, 10*time.Second, "seq 2 waiting", func() error {
 		s.mu.Lock()
 		es := s.edges["e1"]
 		s.mu.Unlock()
@@ -288,7 +290,7 @@ func TestDuplicateChunk(t *testing.T) {
 	if a := s.send(t, "e1", 5, 1, frame1); a.status != 200 || a.ok.Written != 14 || a.ok.Duplicates != 0 {
 		t.Fatalf("first send: %v", a)
 	}
-	if a := s.send(t, "e1", 5, 1, frame1); a.status != 200 || !reflect.DeepEqual(a.ok, wire.ChunkResponse{Seq: 1, Written: 0, Duplicates: 14}) {
+	if a := s.send(t, "e1", 5, 1, frame1); a.status != 200 || !reflect.DeepEqual(a.ok, wire.ChunkResponse{Seq: 1, Records: 14, Written: 0, Duplicates: 14}) {
 		t.Fatalf("re-send: %v, want written 0 duplicates 14", a)
 	}
 	// The agent lost its ack and re-read: seq 2 overlaps seq 1.
@@ -637,7 +639,7 @@ func TestHubDownIsRetryable(t *testing.T) {
 // waiting for their turn, as goroutine stacks show.
 func waitInSequence(t testing.TB, n int) {
 	t.Helper()
-	eventually(t, 10*time.Second, fmt.Sprintf("%d chunks waiting for their turn", n), func() error {
+	testkit.Eventually(t, 10*time.Second, fmt.Sprintf("%d chunks waiting for their turn", n), func() error {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		waiting := 0

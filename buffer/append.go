@@ -12,6 +12,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
 // isFull reports whether a commit failed because the file may not grow:
@@ -316,12 +318,12 @@ func (s *Store) dropOldest(need int64, force bool) (int, error) {
 	for i, v := range victims {
 		recs[i] = v.rec
 	}
-	if err := s.deleteChunks(recs, ReasonDropOldest); err != nil {
+	if err := s.deleteChunks(recs, wire.LossReasonDropOldest); err != nil {
 		return 0, fmt.Errorf("drop oldest chunks: %w", err)
 	}
 	for _, v := range victims {
 		s.log.Warn("buffer full: dropped chunk; its records are lost",
-			slog.Uint64(logKeySeq, v.rec.meta.Seq), slog.String(logKeyReason, ReasonDropOldest),
+			slog.Uint64(logKeySeq, v.rec.meta.Seq), slog.String(logKeyReason, wire.LossReasonDropOldest),
 			slog.Int("records", v.rec.meta.Records), slog.String(logKeyRanges, formatRanges(v.rec.meta.Ranges)))
 	}
 	return len(victims), nil

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
 // TestConcurrentAppendLeaseAck runs one appender against several shippers
@@ -252,7 +254,7 @@ func churn(t *testing.T, maxBytes int64, policy Policy, syncFreelist bool, d tim
 	st := s.Stats()
 	t.Logf("%d appends; MaxBytes %d budget %d (%.1f%%) max frame %d; max used %d; max file %d (%.1f%% of MaxBytes); bbolt refusals %v; drops %v",
 		appends, maxBytes, st.BudgetBytes, 100*float64(st.BudgetBytes)/float64(maxBytes), max, maxUsed, maxFile,
-		100*float64(maxFile)/float64(maxBytes), value(s.m.fullCommits), value(s.m.droppedChunks.WithLabelValues(ReasonDropOldest)))
+		100*float64(maxFile)/float64(maxBytes), value(s.m.fullCommits), value(s.m.droppedChunks.WithLabelValues(wire.LossReasonDropOldest)))
 }
 
 func max64(a, b int64) int64 {

@@ -96,7 +96,7 @@
 //     episode, and the time is counted in blocked_seconds_total.
 //   - PolicyDropOldest: Append deletes the oldest chunks above the attempted
 //     mark, just enough to fit, and records each one's ranges as losses with
-//     reason ReasonDropOldest in the same transaction; each dropped chunk is
+//     reason wire.LossReasonDropOldest in the same transaction; each dropped chunk is
 //     logged at WARN with its exact topic/partition/offset ranges and counted
 //     in dropped_chunks_total and dropped_records_total. If the droppable
 //     chunks would not free enough, nothing is dropped and Append waits as
@@ -122,7 +122,7 @@
 // frame is intact, the offset matches the last chunk, and every sequence
 // number from Floor to NextSeq is either stored or covered by a loss. Stored
 // frames carry a CRC-32C: a frame that no longer matches when leased is
-// deleted and reported as a loss with ReasonCorrupt, never shipped.
+// deleted and reported as a loss with wire.LossReasonBufferCorrupt, never shipped.
 //
 // The file carries a format version; Open refuses other versions (and bbolt
 // files this package did not write) with ErrUnsupportedFormat, naming both

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgemirror/edgemirror/internal/testkit"
+	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
 // syncBuffer is a bytes.Buffer safe for a logger used from goroutines.
@@ -95,13 +98,13 @@ func TestDropOldest(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Range{Topic: "t", Partition: 0, First: int64(mark) * 10, Last: int64(firstKept-1)*10 - 1, Records: dropped * 10}
-	if len(losses) != 1 || losses[0].Range != want || losses[0].Reason != ReasonDropOldest {
+	if len(losses) != 1 || losses[0].Range != want || losses[0].Reason != wire.LossReasonDropOldest {
 		t.Fatalf("losses = %+v, want one %v", losses, want)
 	}
-	if v := value(s.m.droppedChunks.WithLabelValues(ReasonDropOldest)); v != float64(dropped) {
+	if v := value(s.m.droppedChunks.WithLabelValues(wire.LossReasonDropOldest)); v != float64(dropped) {
 		t.Fatalf("dropped_chunks_total = %v, want %d", v, dropped)
 	}
-	if v := value(s.m.droppedRecords.WithLabelValues(ReasonDropOldest)); v != float64(dropped*10) {
+	if v := value(s.m.droppedRecords.WithLabelValues(wire.LossReasonDropOldest)); v != float64(dropped*10) {
 		t.Fatalf("dropped_records_total = %v, want %d", v, dropped*10)
 	}
 	first := Range{Topic: "t", First: int64(mark) * 10, Last: int64(mark)*10 + 9, Records: 10}
@@ -150,7 +153,7 @@ func TestDropOldestBlocksWhenNothingIsDroppable(t *testing.T) {
 		}
 	}
 	done := appendAsync(ctx, s, s.NextSeq(), frameLen)
-	waitFor(t, 5*time.Second, "Append to block", func() bool { return s.waiting.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "Append to block", testkit.Holds(func() bool { return s.waiting.Load() == 1 }))
 	if st := s.Stats(); st.Chunks != n || st.PendingLosses != 0 {
 		t.Fatalf("a leased chunk was dropped: %+v", st)
 	}

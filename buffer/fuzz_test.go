@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
 // The decoders read bytes from disk that a damaged file may have changed.
@@ -40,7 +42,7 @@ func FuzzDecodeStored(f *testing.F) {
 
 func FuzzDecodeLoss(f *testing.F) {
 	valid := encodeLoss(Loss{Range: Range{Topic: "t", Partition: 1, First: 5, Last: 9, Records: 5},
-		Reason: ReasonDropOldest, At: time.Unix(1700000000, 5)})
+		Reason: wire.LossReasonDropOldest, At: time.Unix(1700000000, 5)})
 	f.Add([]byte{})
 	f.Add(valid)
 	f.Add(append(append([]byte(nil), valid...), 0))

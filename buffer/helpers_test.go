@@ -67,18 +67,6 @@ func checkFile(t testing.TB, dir string, maxBytes int64) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // frameFor returns deterministic frame bytes for seq.
 func frameFor(seq uint64, n int) []byte {
 	b := make([]byte, n)

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
 // Lease returns the lowest-Seq stored chunk that is not leased, waiting
@@ -18,7 +20,7 @@ import (
 // after a restart.
 //
 // A chunk whose frame no longer matches the checksum written with it is
-// deleted, its ranges recorded as losses with ReasonCorrupt and logged, and
+// deleted, its ranges recorded as losses with wire.LossReasonBufferCorrupt and logged, and
 // Lease moves on to the next chunk.
 func (s *Store) Lease(ctx context.Context) (Chunk, error) {
 	for {
@@ -120,9 +122,9 @@ func (s *Store) dropCorrupt(rec stored) error {
 		return ErrClosed
 	}
 	s.log.Error("stored chunk does not match its checksum; deleting it and reporting its records as lost",
-		slog.Uint64(logKeySeq, rec.meta.Seq), slog.String(logKeyReason, ReasonCorrupt),
+		slog.Uint64(logKeySeq, rec.meta.Seq), slog.String(logKeyReason, wire.LossReasonBufferCorrupt),
 		slog.String(logKeyRanges, formatRanges(rec.meta.Ranges)))
-	return s.deleteChunks([]stored{rec}, ReasonCorrupt)
+	return s.deleteChunks([]stored{rec}, wire.LossReasonBufferCorrupt)
 }
 
 // Release gives a lease back without an answer (shutdown, or the shipper

@@ -59,14 +59,6 @@ const (
 
 	// MaxReasonLen bounds Loss.Reason and the reason given to Reject.
 	MaxReasonLen = 256
-
-	// Loss reasons written by this package.
-
-	// ReasonDropOldest is the Loss.Reason of chunks deleted by PolicyDropOldest.
-	ReasonDropOldest = "buffer-full-drop-oldest"
-	// ReasonCorrupt is the Loss.Reason of chunks whose stored frame no longer
-	// matched its checksum when it was leased.
-	ReasonCorrupt = "buffer-corrupt"
 )
 
 // Options configure Open. The zero value is not valid: MaxBytes is required.

@@ -13,6 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgemirror/edgemirror/internal/testkit"
+	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
 func TestParsePolicy(t *testing.T) {
@@ -247,7 +250,7 @@ func TestBlockWakesOnAck(t *testing.T) {
 	fillUntilFull(t, s, frameLen)
 	n := s.Stats().Chunks
 	done := appendAsync(context.Background(), s, s.NextSeq(), frameLen)
-	waitFor(t, 5*time.Second, "Append to block", func() bool { return s.waiting.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "Append to block", testkit.Holds(func() bool { return s.waiting.Load() == 1 }))
 	if err := s.Ack(s.Floor()); err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +271,7 @@ func TestBlockWakesOnAck(t *testing.T) {
 		func() error { return s.Reject(s.Floor(), "rejected") },
 	} {
 		done := appendAsync(context.Background(), s, s.NextSeq(), frameLen)
-		waitFor(t, 5*time.Second, "Append to block", func() bool { return s.waiting.Load() == 1 })
+		testkit.Eventually(t, 5*time.Second, "Append to block", testkit.Holds(func() bool { return s.waiting.Load() == 1 }))
 		if err := free(); err != nil {
 			t.Fatal(i, err)
 		}
@@ -279,7 +282,7 @@ func TestBlockWakesOnAck(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	seq := s.NextSeq()
 	done = appendAsync(ctx, s, seq, frameLen)
-	waitFor(t, 5*time.Second, "Append to block", func() bool { return s.waiting.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "Append to block", testkit.Holds(func() bool { return s.waiting.Load() == 1 }))
 	cancel()
 	if err := recvErr(t, done, 5*time.Second); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled Append: %v", err)
@@ -306,7 +309,7 @@ func TestCloseWakesWaiters(t *testing.T) {
 	const frameLen = 60 << 10
 	fillUntilFull(t, s, frameLen)
 	appended := appendAsync(context.Background(), s, s.NextSeq(), frameLen)
-	waitFor(t, 5*time.Second, "Append to block", func() bool { return s.waiting.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "Append to block", testkit.Holds(func() bool { return s.waiting.Load() == 1 }))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -516,10 +519,10 @@ func TestCorruptFrameBecomesLoss(t *testing.T) {
 		t.Fatalf("Lease = %d, %v; want chunk 2", ch.Seq, err)
 	}
 	losses, _ := s.PendingLosses()
-	if len(losses) != 1 || losses[0].Reason != ReasonCorrupt || losses[0].Range.First != 0 || losses[0].Range.Last != 9 {
+	if len(losses) != 1 || losses[0].Reason != wire.LossReasonBufferCorrupt || losses[0].Range.First != 0 || losses[0].Range.Last != 9 {
 		t.Fatalf("losses = %+v", losses)
 	}
-	if v := value(s.m.droppedChunks.WithLabelValues(ReasonCorrupt)); v != 1 {
+	if v := value(s.m.droppedChunks.WithLabelValues(wire.LossReasonBufferCorrupt)); v != 1 {
 		t.Fatalf("dropped_chunks_total{corrupt} = %v", v)
 	}
 }

@@ -244,7 +244,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cmd.choice(&compression, "compression", []string{"zstd", "s2", "gzip", "none"}, "chunk compression: zstd, s2, gzip or none")
 	cmd.choice(&level, "compression-level", []string{"fastest", "default", "better", "best"}, "compression level: fastest, default, better or best")
 	cmd.intv(&cfg.Inflight, "inflight", "chunks in flight at once (pipelining hides the link's round-trip time)")
-	cmd.duration(&cfg.RequestTimeout, "request-timeout", "bound on one chunk upload, added to the time --bandwidth needs for it")
+	cmd.duration(&cfg.RequestTimeout, "request-timeout", "an upload is cut when none of its bytes (nor of its connection) moved for this long; also how long the aggregator's answer may take after the last byte")
 	cmd.duration(&cfg.MaxBackoff, "max-backoff", "longest wait between two attempts to ship a chunk")
 	cmd.section("Edge Kafka tuning")
 	cmd.duration(&cfg.MetadataInterval, "metadata-interval", "how often topics and partitions are re-listed (new ones are picked up within it)")

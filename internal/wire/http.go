@@ -1,5 +1,10 @@
 package wire
 
+import (
+	"math"
+	"time"
+)
+
 // HTTP protocol between agent and aggregator. docs/protocol.md describes the
 // exchange, the status codes and who retries what.
 
@@ -44,8 +49,13 @@ const MaxJSONBytes = 1 << 20
 
 // ChunkResponse answers a successful PathChunks request. It is sent only
 // after the hub acknowledged every record of the chunk (acks=all).
+//
+// The agent deletes a chunk only on a 200 whose ChunkResponse names the
+// chunk's seq and record count: any other 2xx (a misrouted path, a proxy) is
+// no proof that the hub has the records, and is retried.
 type ChunkResponse struct {
 	Seq        uint64 `json:"seq"`        // the frame's seq
+	Records    int    `json:"records"`    // the frame's record count
 	Written    int    `json:"written"`    // records produced to the hub by this request
 	Duplicates int    `json:"duplicates"` // records skipped because the hub already had them
 	// Refused are records of the chunk that the hub refused for good (too
@@ -83,7 +93,8 @@ type ErrorResponse struct {
 	Permanent bool   `json:"permanent"` // true: retrying the same request cannot succeed
 }
 
-// Reasons of a LossRange.
+// Reasons of a LossRange: the one list of every reason an agent reports
+// (docs/protocol.md, section 3.3, lists them for other implementations).
 const (
 	// LossReasonDropOldest: the buffer was full under
 	// --buffer-full=drop-oldest and the oldest chunks were dropped.
@@ -98,4 +109,31 @@ const (
 	// (MESSAGE_TOO_LARGE, INVALID_TIMESTAMP, ...); the rest of their chunk
 	// was written.
 	LossReasonRefusedByHub = "refused-by-hub"
+	// LossReasonBufferCorrupt: a chunk stored in the agent's buffer no
+	// longer matched its checksum and was dropped instead of shipped.
+	LossReasonBufferCorrupt = "buffer-corrupt"
+	// LossReasonTooLarge: the records were too large for the agent's
+	// buffer (a chunk larger than it can ever hold).
+	LossReasonTooLarge = "too-large-for-buffer"
+	// LossReasonProvenance: the record already carried edgemirror
+	// provenance headers (it was mirrored from elsewhere); shipping it again
+	// could build a mirroring cycle.
+	LossReasonProvenance = "provenance"
+	// LossReasonTimestamp: the record's timestamp is outside MinTimestamp..
+	// MaxTimestamp and cannot be written to Kafka without wrapping.
+	LossReasonTimestamp = "timestamp-out-of-range"
 )
+
+// Record timestamps a hub write can carry exactly, in Unix milliseconds.
+// kafka-go encodes a timestamp through time.Time.UnixNano, which wraps
+// outside the years 1678 to 2262; a timestamp outside this range (typically
+// microseconds sent as milliseconds) is refused, never written wrapped.
+// -1 (no timestamp) is inside it.
+const (
+	MinTimestamp = math.MinInt64 / int64(time.Millisecond/time.Nanosecond)
+	MaxTimestamp = math.MaxInt64 / int64(time.Millisecond/time.Nanosecond)
+)
+
+// ValidTimestamp reports whether ms (Unix milliseconds) can be written to
+// Kafka exactly, see MaxTimestamp.
+func ValidTimestamp(ms int64) bool { return ms >= MinTimestamp && ms <= MaxTimestamp }

@@ -1,5 +1,5 @@
 // Command demo runs edgemirror end to end on one machine with no Kafka
-// installed, in under a minute (`make demo`):
+// installed, in about 20 seconds once built (`make demo`):
 //
 //	edge Kafka (kfake) ─► edgemirror agent ─► WAN emulator ─► edgemirror aggregator ─► hub Kafka (kfake)
 //	                       (real process)      20 Mbit/s,        (real process)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgemirror/edgemirror/internal/testkit"
 )
 
 // startTarget runs a TCP server on 127.0.0.1:0 that calls handle for every
@@ -85,28 +87,11 @@ func dial(t *testing.T, addr string) *net.TCPConn {
 	return c.(*net.TCPConn)
 }
 
-// checkFor calls f every `every` until it returns nil, failing the test with
-// f's last error once total has passed.
-func checkFor(t *testing.T, total, every time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
-
 // waitStats polls until the proxy's stats satisfy ok.
 func waitStats(t *testing.T, p *Proxy, ok func(Stats) bool) Stats {
 	t.Helper()
 	var s Stats
-	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+	testkit.Eventually(t, 10*time.Second, "proxy stats", func() error {
 		if s = p.Stats(); !ok(s) {
 			return fmt.Errorf("stats %+v", s)
 		}

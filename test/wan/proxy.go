@@ -21,6 +21,14 @@ type Config struct {
 	Link Link
 	// Logger receives connection and link events. Nil discards them.
 	Logger *slog.Logger
+	// ReceiveBuffer, when positive, is the kernel receive buffer (SO_RCVBUF)
+	// of the connections the proxy accepts. Bytes in that buffer are
+	// acknowledged to the client but not yet on the emulated link; over
+	// loopback the buffer grows to hundreds of KiB and, behind a slow link,
+	// the client sees acknowledgements in steps of half of it, seconds
+	// apart. A small buffer keeps the client's view of acknowledged bytes
+	// close to what crossed the link, as behind a real WAN bottleneck.
+	ReceiveBuffer int
 }
 
 // Validate checks the configuration without binding anything.
@@ -87,7 +95,11 @@ func New(cfg Config) (*Proxy, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	lc := net.ListenConfig{}
+	if cfg.ReceiveBuffer > 0 {
+		lc.Control = rcvbufControl(cfg.ReceiveBuffer)
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}

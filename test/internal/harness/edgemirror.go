@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgemirror/edgemirror/internal/testkit"
 )
 
 // Aggregator is a running `edgemirror aggregator` process.
@@ -51,7 +53,7 @@ func StartAggregator(t testing.TB, hubBrokers []string, stateDir string, extra .
 // WaitHealthy waits until the aggregator answers /healthz.
 func (a *Aggregator) WaitHealthy(t testing.TB) {
 	t.Helper()
-	Eventually(t, 30*time.Second, "aggregator healthy", func() error {
+	testkit.Eventually(t, 30*time.Second, "aggregator healthy", func() error {
 		if !a.Running() {
 			return fmt.Errorf("aggregator exited:\n%s", a.Tail(20))
 		}

@@ -191,22 +191,6 @@ func (p *Proc) LogContains(s string) bool {
 	return bytes.Contains(b, []byte(s))
 }
 
-// Eventually polls cond every 50ms until it returns nil or timeout passes.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		if last = cond(); last == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not done after %s: %v", what, timeout, last)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // Scrape reads a Prometheus text endpoint and returns the sum of every
 // sample of each metric name (labels summed away).
 func Scrape(ctx context.Context, addr string) (map[string]float64, error) {

@@ -611,3 +611,88 @@ func (p *Produced) Each(fn func(Rec)) {
 		}
 	}
 }
+
+// CheckCompacted compares the hub topics of edge with edgeView, a snapshot
+// of compacted source topics taken before the agent read them: on every
+// partition the hub holds a subsequence of the snapshot (each record exactly
+// as in the snapshot, in source-offset order, none twice), and the latest
+// record of every key is there. Compaction after the snapshot can only
+// remove records the snapshot holds, so the check does not depend on when
+// the edge's log cleaner runs.
+func CheckCompacted(ctx context.Context, hubBrokers []string, edge string, edgeView *Produced, template func(string) string) error {
+	edgeView.mu.Lock()
+	defer edgeView.mu.Unlock()
+	var hubTopics []string
+	for t := range edgeView.recs {
+		hubTopics = append(hubTopics, template(t))
+	}
+	got, err := ReadAll(ctx, hubBrokers, hubTopics...)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	report := func(format string, args ...any) {
+		if len(problems) < 20 {
+			problems = append(problems, fmt.Sprintf(format, args...))
+		}
+	}
+	for topic, parts := range edgeView.recs {
+		ht := template(topic)
+		for p, snap := range parts {
+			snap = append([]Rec(nil), snap...)
+			sort.Slice(snap, func(i, j int) bool { return snap[i].Offset < snap[j].Offset })
+			latest := make(map[string]int64) // key → offset of its latest record
+			for _, r := range snap {
+				latest[string(r.Key)] = r.Offset
+			}
+			have := got[ht][p]
+			j := 0 // next snapshot record a hub record may match
+			present := make(map[int64]bool)
+			for i, h := range have {
+				off, err := provenanceOffset(h)
+				if err != nil {
+					report("%s/%d record %d: %v", ht, p, i, err)
+					break
+				}
+				for j < len(snap) && snap[j].Offset < off {
+					j++
+				}
+				if j == len(snap) || snap[j].Offset != off {
+					report("%s/%d record %d: source offset %d is not in the edge snapshot, or out of order", ht, p, i, off)
+					break
+				}
+				if msg := compare(edge, topic, p, snap[j], h); msg != "" {
+					report("%s/%d record %d: %s", ht, p, i, msg)
+					break
+				}
+				present[off] = true
+				j++
+			}
+			var missing []int64
+			for _, off := range latest {
+				if !present[off] {
+					missing = append(missing, off)
+				}
+			}
+			if len(missing) > 0 {
+				sort.Slice(missing, func(i, j int) bool { return missing[i] < missing[j] })
+				report("%s/%d: hub has %d records; the latest value of %d keys is missing (source offsets %v)",
+					ht, p, len(have), len(missing), missing)
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("hub does not match the compacted edge topic:\n  %s", joinLines(problems))
+	}
+	return nil
+}
+
+// provenanceOffset returns the source offset a hub record names.
+func provenanceOffset(r *kgo.Record) (int64, error) {
+	for i := len(r.Headers) - 1; i >= 0; i-- {
+		if r.Headers[i].Key == hdrOffset {
+			return strconv.ParseInt(string(r.Headers[i].Value), 10, 64)
+		}
+	}
+	return 0, errors.New("no " + hdrOffset + " header")
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgemirror/edgemirror/internal/failover"
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/test/internal/harness"
 )
 
@@ -73,7 +74,7 @@ func Failover(t *testing.T, clusters Clusters, mode FailoverMode, stopEdge func(
 		time.Sleep(150 * time.Millisecond) // let segments roll (segment.ms=100); pacing, not synchronisation
 	}
 	var stateView *harness.Produced
-	harness.Eventually(t, 2*time.Minute, "compaction at the edge", func() error {
+	testkit.Eventually(t, 2*time.Minute, "compaction at the edge", func() error {
 		v, n, err := harness.FromTopic(e.Ctx, e.Edge.Brokers(), state)
 		if err != nil {
 			return err
@@ -156,7 +157,7 @@ func Failover(t *testing.T, clusters Clusters, mode FailoverMode, stopEdge func(
 	t.Logf("group %s consumed %d of %d records at the edge; committed %v", group, len(seenEdge), len(all), committed)
 
 	// Everything reaches the hub.
-	harness.Eventually(t, 2*time.Minute, "every record in the hub", func() error {
+	testkit.Eventually(t, 2*time.Minute, "every record in the hub", func() error {
 		n, err := harness.CountAll(e.Ctx, e.Hub.Brokers(), e.HubTopic(orders), e.HubTopic(state))
 		if err != nil {
 			return err
@@ -187,7 +188,7 @@ func Failover(t *testing.T, clusters Clusters, mode FailoverMode, stopEdge func(
 		if err != nil {
 			t.Fatal(err)
 		}
-		harness.Eventually(t, 30*time.Second, "a member in the hub group", func() error {
+		testkit.Eventually(t, 30*time.Second, "a member in the hub group", func() error {
 			pctx, cancel := context.WithTimeout(e.Ctx, 200*time.Millisecond)
 			member.PollFetches(pctx)
 			cancel()
@@ -209,7 +210,7 @@ func Failover(t *testing.T, clusters Clusters, mode FailoverMode, stopEdge func(
 		if offs := hubGroupOffsets(t, e.Ctx, hubCl, group); len(offs) != 0 {
 			t.Fatalf("refused translate-group committed %v", offs)
 		}
-		harness.Eventually(t, 30*time.Second, "the hub group empty again", func() error {
+		testkit.Eventually(t, 30*time.Second, "the hub group empty again", func() error {
 			info, err := failover.GroupState(e.Ctx, hubCl, group)
 			if err != nil {
 				return err
@@ -225,7 +226,7 @@ func Failover(t *testing.T, clusters Clusters, mode FailoverMode, stopEdge func(
 	case FailoverFromCheckpoints:
 		// Wait until the hub's checkpoints hold the group's final offsets,
 		// then lose the edge.
-		harness.Eventually(t, time.Minute, "checkpoints of the group in the hub", func() error {
+		testkit.Eventually(t, time.Minute, "checkpoints of the group in the hub", func() error {
 			cps, err := failover.ReadCheckpoints(e.Ctx, hubCl, failover.DefaultCheckpointTopic, e.EdgeID, group)
 			if err != nil {
 				return err
@@ -251,7 +252,7 @@ func Failover(t *testing.T, clusters Clusters, mode FailoverMode, stopEdge func(
 		}
 		runCLI(t, e.Ctx, "translate-group", "--hub-brokers", strings.Join(e.Hub.Brokers(), ","), "--edge", e.EdgeID, "--group", group, "--execute")
 	case FailoverSyncGroupOffsets:
-		harness.Eventually(t, time.Minute, "aggregator synced the group's offsets to the hub", func() error {
+		testkit.Eventually(t, time.Minute, "aggregator synced the group's offsets to the hub", func() error {
 			got := hubGroupOffsets(t, e.Ctx, hubCl, group)
 			for tp, w := range want {
 				if got[tp] != w {
@@ -466,7 +467,7 @@ func ResetGroupToDatetime(t *testing.T, clusters Clusters) {
 	}
 	e.StartAgent("")
 	hubTopic := e.HubTopic(topic)
-	harness.Eventually(t, time.Minute, "records in the hub", func() error {
+	testkit.Eventually(t, time.Minute, "records in the hub", func() error {
 		n, err := harness.CountAll(e.Ctx, e.Hub.Brokers(), hubTopic)
 		if err != nil {
 			return err

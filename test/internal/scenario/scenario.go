@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/test/internal/harness"
 	"github.com/edgemirror/edgemirror/test/wan"
 )
@@ -115,7 +118,7 @@ func (e *Env) HubCount() int64 {
 func (e *Env) WaitHub(want int64, timeout time.Duration) {
 	e.T.Helper()
 	var last time.Time
-	harness.Eventually(e.T, timeout, fmt.Sprintf("%d records in hub", want), func() error {
+	testkit.Eventually(e.T, timeout, fmt.Sprintf("%d records in hub", want), func() error {
 		if n := e.HubCount(); n < want {
 			return fmt.Errorf("hub has at most %d", n)
 		}
@@ -185,6 +188,39 @@ func (e *Env) WaitShipped() {
 		e.T.Fatal(err)
 	}
 	e.WaitHub(int64(e.Prod.Out.Count()), time.Minute)
+}
+
+// ProduceBatch produces recs as one batch per partition (a producer that
+// flushes by hand) and records them, with their offsets, in e.Prod.Out.
+func (e *Env) ProduceBatch(recs []*kgo.Record) {
+	e.T.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Edge.Brokers()...), kgo.ManualFlushing(),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerBatchMaxBytes(4<<20), kgo.MaxBufferedRecords(len(recs)+1))
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	defer cl.Close()
+	var (
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, r := range recs {
+		cl.Produce(e.Ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	if err := cl.Flush(e.Ctx); err != nil {
+		e.T.Fatalf("flush batch: %v", err)
+	}
+	if len(errs) > 0 {
+		e.T.Fatalf("produce batch: %v", errs[0])
+	}
+	e.Prod.Record(recs)
 }
 
 // BufferDir returns a fresh buffer directory for the agent.

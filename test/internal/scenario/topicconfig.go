@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/test/internal/harness"
 )
 
@@ -124,7 +125,7 @@ func TopicConfigSync(t *testing.T, clusters Clusters) {
 		"max.message.bytes":      "2000000",
 	}
 	var got map[string]string
-	harness.Eventually(t, time.Minute, "hub topic with the edge topic's settings", func() error {
+	testkit.Eventually(t, time.Minute, "hub topic with the edge topic's settings", func() error {
 		var err error
 		if got, err = TopicSettings(e.Ctx, e.Hub.Brokers(), hubTopic); err != nil {
 			return err
@@ -139,7 +140,7 @@ func TopicConfigSync(t *testing.T, clusters Clusters) {
 	// topic before its first chunk. (The hub shows the new topic before
 	// kafka-go's CreateTopics returns and the aggregator logs it: wait.)
 	created := ""
-	harness.Eventually(t, 30*time.Second, "hub topic creation logged", func() error {
+	testkit.Eventually(t, 30*time.Second, "hub topic creation logged", func() error {
 		for _, l := range strings.Split(e.Agg.Tail(1<<20), "\n") {
 			if strings.Contains(l, "created hub topic") && strings.Contains(l, "topic="+hubTopic+" ") {
 				created = strings.TrimSpace(l)
@@ -158,7 +159,7 @@ func TopicConfigSync(t *testing.T, clusters Clusters) {
 			t.Fatalf("the edge broker's default retention.bytes was copied to the hub topic as %s", v)
 		}
 	}
-	harness.Eventually(t, time.Minute, "records mirrored", func() error {
+	testkit.Eventually(t, time.Minute, "records mirrored", func() error {
 		return harness.Check(e.Ctx, e.Hub.Brokers(), e.EdgeID, e.Prod.Out, nil, e.HubTopic)
 	})
 
@@ -170,7 +171,7 @@ func TopicConfigSync(t *testing.T, clusters Clusters) {
 	}
 	changed := time.Now()
 	var took time.Duration
-	harness.Eventually(t, 30*time.Second, "retention change at the hub", func() error {
+	testkit.Eventually(t, 30*time.Second, "retention change at the hub", func() error {
 		s, err := TopicSettings(e.Ctx, e.Hub.Brokers(), hubTopic)
 		if err != nil {
 			return err
@@ -189,7 +190,7 @@ func TopicConfigSync(t *testing.T, clusters Clusters) {
 	if err := alterTopic(e.Ctx, e.Edge.Brokers(), topic, kadm.AlterConfig{Op: kadm.DeleteConfig, Name: "delete.retention.ms"}); err != nil {
 		t.Fatal(err)
 	}
-	harness.Eventually(t, 30*time.Second, "removed override gone at the hub", func() error {
+	testkit.Eventually(t, 30*time.Second, "removed override gone at the hub", func() error {
 		s, err := TopicSettings(e.Ctx, e.Hub.Brokers(), hubTopic)
 		if err != nil {
 			return err
@@ -240,7 +241,7 @@ func checkBrokerDefault(t *testing.T, e *Env, topic string) bool {
 		_, _ = kadm.NewClient(c2).AlterBrokerConfigs(ctx, []kadm.AlterConfig{{Op: kadm.DeleteConfig, Name: "log.retention.bytes"}})
 	})
 	var found bool
-	harness.Eventually(t, 30*time.Second, "broker default visible on the edge topic", func() error {
+	testkit.Eventually(t, 30*time.Second, "broker default visible on the edge topic", func() error {
 		all, err := describeTopic(e.Ctx, e.Edge.Brokers(), topic)
 		if err != nil {
 			return err
@@ -279,7 +280,7 @@ func waitTopic(t *testing.T, ctx context.Context, brokers []string, topic string
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	harness.Eventually(t, time.Minute, "topic "+topic+" ready", func() error {
+	testkit.Eventually(t, time.Minute, "topic "+topic+" ready", func() error {
 		td, err := kadm.NewClient(cl).ListTopics(ctx, topic)
 		if err != nil {
 			return err
@@ -398,7 +399,7 @@ func CompactedHubTail(t *testing.T, clusters Clusters) {
 	e.Proxy.Cut()
 	buf := e.BufferDir()
 	e.StartAgent(buf, "--linger", "50ms")
-	harness.Eventually(t, time.Minute, "agent buffered every record", func() error {
+	testkit.Eventually(t, time.Minute, "agent buffered every record", func() error {
 		if got := e.Agent.Metrics(e.Ctx)["edgemirror_agent_records_read_total"]; got < float64(len(recs)) {
 			return fmt.Errorf("%v records read", got)
 		}
@@ -412,7 +413,7 @@ func CompactedHubTail(t *testing.T, clusters Clusters) {
 	e.Proxy.Restore()
 	e.Agent.Restart()
 	hubTopic := e.HubTopic(topic)
-	harness.Eventually(t, time.Minute, "every record in the hub", func() error {
+	testkit.Eventually(t, time.Minute, "every record in the hub", func() error {
 		if got := e.Agent.Metrics(e.Ctx)["edgemirror_agent_records_acked_total"]; got < float64(len(recs)) {
 			return fmt.Errorf("%v records acknowledged", got)
 		}
@@ -421,7 +422,7 @@ func CompactedHubTail(t *testing.T, clusters Clusters) {
 	if err := e.Agent.Stop(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	harness.Eventually(t, 30*time.Second, "hub topic compacted", func() error {
+	testkit.Eventually(t, 30*time.Second, "hub topic compacted", func() error {
 		settings, err := TopicSettings(e.Ctx, e.Hub.Brokers(), hubTopic)
 		if err != nil {
 			return err
@@ -442,7 +443,7 @@ func CompactedHubTail(t *testing.T, clusters Clusters) {
 	defer other.Close()
 	var tail []hubRecord
 	var end int64
-	harness.Eventually(t, 2*time.Minute, "hub tail compacted away", func() error {
+	testkit.Eventually(t, 2*time.Minute, "hub tail compacted away", func() error {
 		if err := other.ProduceSync(e.Ctx, &kgo.Record{Topic: hubTopic, Partition: 0, Key: []byte("other-writer"), Value: []byte("x")}).FirstErr(); err != nil {
 			return err
 		}
@@ -479,7 +480,7 @@ func CompactedHubTail(t *testing.T, clusters Clusters) {
 	e.Agg.WaitHealthy(t)
 	again := harness.StartAgent(t, e.EdgeID, e.Edge.Brokers(), "http://"+e.Proxy.Addr(), snapshot,
 		"--topics", regexp.QuoteMeta(topic))
-	harness.Eventually(t, time.Minute, "re-sent chunks acknowledged", func() error {
+	testkit.Eventually(t, time.Minute, "re-sent chunks acknowledged", func() error {
 		m := again.Metrics(e.Ctx)
 		if m["edgemirror_agent_records_acked_total"] < float64(len(recs)) {
 			return fmt.Errorf("%v records acknowledged", m["edgemirror_agent_records_acked_total"])
@@ -548,11 +549,11 @@ func TopicConfigRefused(t *testing.T, clusters Clusters) {
 		t.Fatal(err)
 	}
 	e.StartAgent("")
-	harness.Eventually(t, time.Minute, "records mirrored", func() error {
+	testkit.Eventually(t, time.Minute, "records mirrored", func() error {
 		return harness.Check(e.Ctx, e.Hub.Brokers(), e.EdgeID, e.Prod.Out, nil, e.HubTopic)
 	})
 	hubTopic := e.HubTopic(topic)
-	harness.Eventually(t, 30*time.Second, "edge settings on the hub topic", func() error {
+	testkit.Eventually(t, 30*time.Second, "edge settings on the hub topic", func() error {
 		s, err := TopicSettings(e.Ctx, e.Hub.Brokers(), hubTopic)
 		if err != nil {
 			return err
@@ -578,7 +579,7 @@ func TopicConfigRefused(t *testing.T, clusters Clusters) {
 		t.Fatalf("refusal not logged with topic and key:\n%s", e.Agg.Tail(30))
 	}
 	// Retried at the next syncs (the agent reports the topic again).
-	harness.Eventually(t, 30*time.Second, "refused setting retried", func() error {
+	testkit.Eventually(t, 30*time.Second, "refused setting retried", func() error {
 		if n := refused(); n < first+2 {
 			return fmt.Errorf("refused %v times, %v at first", n, first)
 		}
@@ -588,7 +589,7 @@ func TopicConfigRefused(t *testing.T, clusters Clusters) {
 	if err := e.Prod.Produce(e.Ctx, topic, 2, 50); err != nil {
 		t.Fatal(err)
 	}
-	harness.Eventually(t, time.Minute, "later records mirrored", func() error {
+	testkit.Eventually(t, time.Minute, "later records mirrored", func() error {
 		return harness.Check(e.Ctx, e.Hub.Brokers(), e.EdgeID, e.Prod.Out, nil, e.HubTopic)
 	})
 	for _, l := range strings.Split(e.Agg.Tail(1<<20), "\n") {
@@ -643,7 +644,7 @@ func CompactedHubTailActive(t *testing.T, clusters Clusters) {
 			t.Fatal(err)
 		}
 		total += len(recs)
-		harness.Eventually(t, time.Minute, fmt.Sprintf("%d records acknowledged", total), func() error {
+		testkit.Eventually(t, time.Minute, fmt.Sprintf("%d records acknowledged", total), func() error {
 			if got := e.Agent.Metrics(e.Ctx)["edgemirror_agent_records_acked_total"]; got < float64(total) {
 				return fmt.Errorf("%v acknowledged", got)
 			}
@@ -652,7 +653,7 @@ func CompactedHubTailActive(t *testing.T, clusters Clusters) {
 		time.Sleep(300 * time.Millisecond) // let segment.ms (100ms) pass before the next append, so that it rolls
 	}
 	var end int64
-	harness.Eventually(t, 2*time.Minute, "hub compacted below the tail", func() error {
+	testkit.Eventually(t, 2*time.Minute, "hub compacted below the tail", func() error {
 		recs, n, err := readPartition(e.Ctx, e.Hub.Brokers(), hubTopic, 0)
 		if err != nil {
 			return err
@@ -686,7 +687,7 @@ func CompactedHubTailActive(t *testing.T, clusters Clusters) {
 	e.Agg.WaitHealthy(t)
 	again := harness.StartAgent(t, e.EdgeID, e.Edge.Brokers(), "http://"+e.Proxy.Addr(), filepath.Join(t.TempDir(), "new-buffer"),
 		"--topics", regexp.QuoteMeta(topic))
-	harness.Eventually(t, time.Minute, "edge read again and acknowledged", func() error {
+	testkit.Eventually(t, time.Minute, "edge read again and acknowledged", func() error {
 		if got := again.Metrics(e.Ctx)["edgemirror_agent_records_acked_total"]; got < float64(total) {
 			return fmt.Errorf("%v records acknowledged", got)
 		}

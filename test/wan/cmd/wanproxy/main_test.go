@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/test/wan"
 )
 
@@ -110,22 +111,6 @@ func (l *lines) value(key string) (string, bool) {
 	return "", false
 }
 
-// waitFor polls f every 5 ms until it returns nil or 10 s have passed.
-func waitFor(t *testing.T, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestRun runs the command against an echo server: a round trip through the
 // proxy, then cut, stats, restore and a link change over the control endpoint,
 // then a stop by ctx.
@@ -160,7 +145,7 @@ func TestRun(t *testing.T) {
 		done <- run(ctx, []string{"--target", ln.Addr().String(), "--rtt", "20ms", "--control", "127.0.0.1:0", "--log-level", "error"}, &stdout, io.Discard)
 	}()
 	var proxyAddr, controlAddr string
-	waitFor(t, func() error {
+	testkit.Eventually(t, 10*time.Second, "wanproxy state", func() error {
 		var ok1, ok2 bool
 		proxyAddr, ok1 = stdout.value("listen")
 		controlAddr, ok2 = stdout.value("control")
@@ -209,7 +194,7 @@ func TestRun(t *testing.T) {
 	if rtt := time.Since(start); rtt < 20*time.Millisecond {
 		t.Errorf("round trip %s through a 20ms link", rtt)
 	}
-	waitFor(t, func() error {
+	testkit.Eventually(t, 10*time.Second, "wanproxy state", func() error {
 		if s := call("GET", pathStats); s.Up != 4 || s.Down != 4 || s.Open != 1 || s.RTT != 0.02 {
 			return fmt.Errorf("stats %+v", s)
 		}
