@@ -117,6 +117,12 @@ func (s *shipper) resume(ctx context.Context) {
 		return
 	}
 	defer drain(resp)
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		_, _, reason := classify(resp, s.m)
+		s.log.Error("aggregator refuses this agent's credential; chunks stay in the buffer until it is fixed",
+			slog.String("reason", reason))
+		return
+	}
 	if resp.StatusCode != http.StatusOK {
 		return
 	}
