@@ -394,6 +394,10 @@ func (s *server) handleListLosses(w http.ResponseWriter, r *http.Request) {
 	edge := r.URL.Query().Get("edge")
 	// An authenticated edge sees only its own losses.
 	if e := credentialOf(r); e != nil {
+		if _, he := s.identityOf(r, e); he != nil {
+			writeJSON(w, he.status, wire.ErrorResponse{Error: he.msg})
+			return
+		}
 		if edge != "" && edge != e.id {
 			writeJSON(w, http.StatusForbidden, wire.ErrorResponse{Error: fmt.Sprintf("credential of edge %s cannot list the losses of edge %q", e.id, edge)})
 			return
