@@ -51,6 +51,9 @@ const (
 // Mechanisms lists the accepted --kafka-sasl-mechanism values ("" is none).
 var Mechanisms = []string{"", MechanismPlain, MechanismSCRAMSHA256, MechanismSCRAMSHA512}
 
+// handshakeTimeout bounds the TLS handshake of Check.
+var handshakeTimeout = DialTimeout
+
 // Transport settings shared by every cluster connection.
 const (
 	// DialTimeout bounds one TCP connect, TLS handshake and SASL exchange.
@@ -262,8 +265,16 @@ func checkBroker(ctx context.Context, broker string, c Config, tc *tls.Config, m
 			cfg.ServerName = host
 		}
 		tconn := tls.Client(conn, cfg)
-		err := tconn.HandshakeContext(ctx)
+		hctx, hcancel := context.WithTimeout(ctx, handshakeTimeout)
+		err := tconn.HandshakeContext(hctx)
+		hcancel()
 		tconn.Close()
+		// A plain-text broker reads the ClientHello as a request size: it
+		// closes the connection, or waits for a request that never comes.
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+			(errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil) {
+			return fmt.Errorf("TLS: no TLS handshake from the broker; is this a plain-text listener? (remove --kafka-tls, or use the TLS port): %v", err)
+		}
 		if err != nil {
 			return Explain(err, c)
 		}
@@ -288,7 +299,7 @@ func Explain(err error, c Config) error {
 		return nil
 	}
 	var (
-		unknownCA *x509.UnknownAuthorityError
+		unknownCA x509.UnknownAuthorityError
 		hostErr   x509.HostnameError
 		invalid   x509.CertificateInvalidError
 		recErr    tls.RecordHeaderError
