@@ -79,6 +79,11 @@ func newSecureServer(t testing.TB, hub *kfake.Cluster, edges string, ca *testcer
 		hs.TLS = tc
 		hs.StartTLS()
 	} else {
+		// As Run serves plain HTTP: HTTP/1.1 and h2c.
+		var p http.Protocols
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		hs.Config.Protocols = &p
 		hs.Start()
 	}
 	httpTr := &http.Transport{}
