@@ -476,3 +476,35 @@ func TestStalledBodyIsDropped(t *testing.T) {
 		t.Errorf("other edge: %v", a)
 	}
 }
+
+// --read-timeout bounds a stalled body only: a chunk whose body is in and
+// which then waits for its predecessor longer than that is applied.
+func TestReadTimeoutDoesNotCutWaitingChunk(t *testing.T) {
+	hub := newHubCluster(t)
+	f := newFrameBuilder(t)
+	s := newSecureServer(t, hub, tokenLine("e-a", "token-a", ".*"), nil, func(c *Config) { c.ReadTimeout = 200 * time.Millisecond })
+	topics := []wire.Topic{{Name: "sensors", Partitions: 1}}
+	c := s.withToken("token-a")
+	done := make(chan answer, 1)
+	go func() {
+		a, err := tryPost(c, s.url, request{edge: "e-a", epoch: "5", floor: "1",
+			body: f.frame(chunkOf(2, topics, sensorRecords("sensors", 0, 5, 5)))})
+		if err != nil {
+			a.err.Error = err.Error()
+		}
+		done <- a
+	}()
+	eventually(t, 5*time.Second, "seq 2 waiting", func() error {
+		if v := metricValue(t, s.lm.memInUse); v == 0 {
+			return fmt.Errorf("nothing reserved yet")
+		}
+		return nil
+	})
+	time.Sleep(3 * s.cfg.ReadTimeout) // let the waiting chunk outlive --read-timeout; not synchronisation
+	if a := post(t, c, s.url, chunkReq("e-a", f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 5))))); a.status != 200 {
+		t.Fatalf("seq 1: %v", a)
+	}
+	if a := <-done; a.status != 200 {
+		t.Errorf("seq 2, which waited longer than --read-timeout: %v, want 200", a)
+	}
+}

@@ -374,7 +374,14 @@ func (sr *stallReader) Read(p []byte) (int, error) {
 			sr.ok = false
 		}
 	}
-	return sr.body.Read(p)
+	n, err := sr.body.Read(p)
+	if err != nil && sr.ok {
+		// The body is done: a deadline left behind would cut the request
+		// while the chunk is applied (net/http cancels it on a read error).
+		_ = sr.rc.SetReadDeadline(time.Time{})
+		sr.ok = false
+	}
+	return n, err
 }
 
 func (sr *stallReader) Close() error { return sr.body.Close() }
