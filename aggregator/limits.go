@@ -375,9 +375,11 @@ func (sr *stallReader) Read(p []byte) (int, error) {
 		}
 	}
 	n, err := sr.body.Read(p)
-	if err != nil && sr.ok {
-		// The body is done: a deadline left behind would cut the request
-		// while the chunk is applied (net/http cancels it on a read error).
+	if errors.Is(err, io.EOF) && sr.ok {
+		// The body is complete: a deadline left behind would cut the
+		// request while the chunk is applied (net/http cancels it on a read
+		// error). After a stall the deadline stays, so that net/http does
+		// not wait for the rest of the body before answering.
 		_ = sr.rc.SetReadDeadline(time.Time{})
 		sr.ok = false
 	}
