@@ -508,3 +508,64 @@ func TestReadTimeoutDoesNotCutWaitingChunk(t *testing.T) {
 		t.Errorf("seq 2, which waited longer than --read-timeout: %v, want 200", a)
 	}
 }
+
+// SIGHUP's reload serves a new server certificate to new connections;
+// a connection opened before keeps working.
+func TestServerCertificateReload(t *testing.T) {
+	hub := newHubCluster(t)
+	ca, err := testcerts.NewCA(t.TempDir(), "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSecureServer(t, hub, tokenLine("e-a", "token-a", ".*"), ca, nil)
+	addr := strings.TrimPrefix(s.url, "https://")
+	served := func() string {
+		t.Helper()
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: poolWith(ca)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if cn := served(); cn != "aggregator" {
+		t.Fatalf("serves %q", cn)
+	}
+	old := tlsClient(t, ca, nil, "token-a")
+	h := http.Header{}
+	h.Set(wire.HeaderEdge, "e-a")
+	h.Set(wire.HeaderEpoch, "1")
+	var rr wire.ResumeResponse
+	if code := getJSON(t, old, s.url+wire.PathResume, h, &rr); code != 200 {
+		t.Fatalf("resume before reload: %d", code)
+	}
+	// Issue a new certificate into the same files.
+	p, err := ca.Issue("server", testcerts.Options{CommonName: "aggregator-2", Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.CertFile != s.cfg.TLSCert {
+		t.Fatalf("issued into %s, serving %s", p.CertFile, s.cfg.TLSCert)
+	}
+	s.sec.reload()
+	if cn := served(); cn != "aggregator-2" {
+		t.Errorf("after reload serves %q, want aggregator-2", cn)
+	}
+	if code := getJSON(t, old, s.url+wire.PathResume, h, &rr); code != 200 {
+		t.Errorf("resume on the connection opened before the reload: %d", code)
+	}
+	// A broken key keeps the certificate served.
+	if err := os.WriteFile(s.cfg.TLSKey, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.sec.reload()
+	if cn := served(); cn != "aggregator-2" {
+		t.Errorf("after a failed reload serves %q, want aggregator-2 kept", cn)
+	}
+}
+
+func poolWith(ca *testcerts.CA) *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
+}
