@@ -391,7 +391,7 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 			"every record exactly once to the hub Kafka cluster with acks=all.",
 		"edgemirror aggregator --brokers 127.0.0.1:9092 --listen :8080 --state-dir /var/lib/edgemirror-aggregator")
 	cmd.section("Listener")
-	cmd.str(&cfg.Listen, "listen", "address of the chunk API (HTTP/1.1 and h2c)")
+	cmd.str(&cfg.Listen, "listen", "address of the chunk API (HTTP/1.1 and h2c, or HTTPS with --tls-cert); other than loopback it needs --tls-cert and --edges-file, or --insecure-accept-any-edge")
 	cmd.bytes(&maxChunk, "max-chunk-bytes", "largest chunk accepted, as received (compressed)")
 	cmd.bytes(&maxRaw, "max-raw-bytes", "largest decompressed chunk payload accepted")
 	cmd.duration(&cfg.OrderWait, "order-wait", "how long a chunk that arrived before its predecessor waits before it is answered 503")
