@@ -486,9 +486,9 @@ func TestReadTimeoutDoesNotCutWaitingChunk(t *testing.T) {
 	topics := []wire.Topic{{Name: "sensors", Partitions: 1}}
 	c := s.withToken("token-a")
 	done := make(chan answer, 1)
+	frame2 := f.frame(chunkOf(2, topics, sensorRecords("sensors", 0, 5, 5))) // the encoder is not shared
 	go func() {
-		a, err := tryPost(c, s.url, request{edge: "e-a", epoch: "5", floor: "1",
-			body: f.frame(chunkOf(2, topics, sensorRecords("sensors", 0, 5, 5)))})
+		a, err := tryPost(c, s.url, request{edge: "e-a", epoch: "5", floor: "1", body: frame2})
 		if err != nil {
 			a.err.Error = err.Error()
 		}
@@ -568,4 +568,61 @@ func poolWith(ca *testcerts.CA) *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(ca.Cert)
 	return p
+}
+
+// One request held in flight (a chunk waiting for its predecessor) fills
+// --max-edge-requests 1 for its edge only, and --max-requests 2 for all.
+func TestConcurrencyLimits(t *testing.T) {
+	hub := newHubCluster(t)
+	f := newFrameBuilder(t)
+	edges := tokenLine("e-a", "token-a", ".*") + "\n" + tokenLine("e-b", "token-b", ".*") + "\n" + tokenLine("e-c", "token-c", ".*")
+	s := newSecureServer(t, hub, edges, nil, func(c *Config) {
+		c.MaxEdgeRequests, c.MaxRequests = 1, 2
+		c.OrderWait = 10 * time.Second
+	})
+	topics := []wire.Topic{{Name: "sensors", Partitions: 1}}
+	hold := func(edge, token string) chan answer {
+		done := make(chan answer, 1)
+		frame := f.frame(chunkOf(2, topics, sensorRecords("sensors", 0, 5, 5))) // the encoder is not shared
+		go func() {
+			a, err := tryPost(s.withToken(token), s.url, request{edge: edge, epoch: "5", floor: "1", body: frame})
+			if err != nil {
+				a.err.Error = err.Error()
+			}
+			done <- a
+		}()
+		return done
+	}
+	heldA := hold("e-a", "token-a")
+	eventually(t, 5*time.Second, "e-a's chunk waiting", func() error {
+		s.lim.mu.Lock()
+		defer s.lim.mu.Unlock()
+		if el := s.lim.edges["e-a"]; el == nil || el.inflight != 1 {
+			return fmt.Errorf("not in flight yet")
+		}
+		return nil
+	})
+	seq1 := func(edge, token string) answer {
+		return post(t, s.withToken(token), s.url, chunkReq(edge, f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 5)))))
+	}
+	if a := seq1("e-a", "token-a"); a.status != http.StatusTooManyRequests || !strings.Contains(a.err.Error, "--max-edge-requests") {
+		t.Errorf("second request of e-a: %v, want 429 naming --max-edge-requests", a)
+	}
+	heldB := hold("e-b", "token-b")
+	eventually(t, 5*time.Second, "e-b's chunk waiting", func() error {
+		if n := len(s.lim.total); n != 2 {
+			return fmt.Errorf("%d requests in flight", n)
+		}
+		return nil
+	})
+	if a := seq1("e-c", "token-c"); a.status != http.StatusServiceUnavailable || !strings.Contains(a.err.Error, "--max-requests") {
+		t.Errorf("third request in all: %v, want 503 naming --max-requests", a)
+	}
+	// Held chunks give up at once, as at shutdown.
+	close(s.stopping)
+	for _, ch := range []chan answer{heldA, heldB} {
+		if a := <-ch; a.status != http.StatusServiceUnavailable {
+			t.Errorf("held chunk at shutdown: %v", a)
+		}
+	}
 }
