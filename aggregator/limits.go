@@ -166,14 +166,21 @@ func (l *limiter) enterEdge(edge string) (func(), *httpError) {
 	}, nil
 }
 
-// reserve waits (at most --order-wait) for n bytes of the decoded-chunk
-// budget. The release func is never nil when the error is.
+// reserve waits for n bytes of the decoded-chunk budget, at most
+// --order-wait and at most half --read-timeout: over HTTP/2, the bodies of
+// waiting chunks take up the connection's receive window, so that chunks
+// of the same connection already reading theirs may stall until the
+// waiting ones give up. The release func is never nil when the error is.
 func (l *limiter) reserve(ctx context.Context, n int64) (func(), *httpError) {
 	if l == nil {
 		return func() {}, nil
 	}
 	n = min(max(n, 1), l.memMax)
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.OrderWait)
+	wait := l.cfg.OrderWait
+	if l.cfg.ReadTimeout > 0 {
+		wait = min(wait, l.cfg.ReadTimeout/2)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	if err := l.mem.Acquire(ctx, n); err != nil {
 		l.refuse(refuseMemory)

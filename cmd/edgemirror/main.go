@@ -414,7 +414,7 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cmd.intv(&cfg.MaxRequests, "max-requests", "API requests handled at once, all edges together (503 beyond)")
 	cmd.intv(&cfg.MaxEdgeRequests, "max-edge-requests", "API requests of one edge handled at once (429 beyond)")
 	cmd.intv(&cfg.EdgeRequestRate, "edge-request-rate", "API requests per second of one edge, bursts of twice as many (429 beyond); 0 is unlimited")
-	cmd.bytes(&cfg.MaxDecodedBytes, "max-decoded-bytes", "memory of all chunks being received, decoded and applied at once; a chunk waits up to --order-wait for its share (503 after)")
+	cmd.bytes(&cfg.MaxDecodedBytes, "max-decoded-bytes", "memory of all chunks being received, decoded and applied at once; a chunk waits up to --order-wait (at most half --read-timeout) for its share (503 after)")
 	cmd.intv(&cfg.MaxEdges, "max-edges", "distinct edge ids served (429 for more)")
 	cmd.intv(&cfg.MaxSourcePartitions, "max-source-partitions", "distinct (edge, topic, partition) the aggregator keeps state for (429 for more)")
 	cmd.section("Hub Kafka")

@@ -315,13 +315,17 @@ func TestHostileIdentities(t *testing.T) {
 		t.Errorf("new token after rotation: %s", o)
 	}
 
-	// Slowloris: headers that never end, a body that stalls.
-	for name, req := range map[string]string{
-		"headers dribbled past --read-header-timeout": "POST /v1/chunks HTTP/1.1\r\nHost: x\r\n",
-		"body stalled past --read-timeout": "POST /v1/chunks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer token-of-b\r\n" +
+	// Slowloris (headers that never end, a body that stalls) and headers
+	// over the limit, on raw HTTP/1.1 connections.
+	for _, raw := range []struct{ name, req, want string }{
+		{"headers dribbled past --read-header-timeout", "POST /v1/chunks HTTP/1.1\r\nHost: x\r\n", "connection closed"},
+		{"body stalled past --read-timeout", "POST /v1/chunks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer token-of-b\r\n" +
 			"Edgemirror-Edge: tok-b\r\nEdgemirror-Epoch: 1\r\nEdgemirror-Floor: 1\r\nContent-Type: " + wire.ContentTypeChunk +
-			"\r\nContent-Length: 500000\r\n\r\nEMCH",
+			"\r\nContent-Length: 500000\r\n\r\nEMCH", "503"},
+		{"request headers over --max-request-header-bytes", "GET /v1/resume HTTP/1.1\r\nHost: x\r\nX-Pad: " +
+			strings.Repeat("a", 80<<10) + "\r\n\r\n", "431"},
 	} {
+		name, req := raw.name, raw.req
 		start := time.Now()
 		conn, err := tls.Dial("tcp", agg.Addr, &tls.Config{RootCAs: poolOf(p.server), NextProtos: []string{"http/1.1"}})
 		if err != nil {
@@ -342,6 +346,9 @@ func TestHostileIdentities(t *testing.T) {
 		if took > 10*time.Second {
 			t.Errorf("%s: connection held for %v", name, took)
 		}
+		if status != raw.want {
+			t.Errorf("%s: %s, want %s", name, status, raw.want)
+		}
 	}
 
 	// Memory: an authenticated edge floods incompressible 8 MiB chunks at
@@ -349,15 +356,23 @@ func TestHostileIdentities(t *testing.T) {
 	big := incompressibleFrame(t, 8<<20)
 	var wg sync.WaitGroup
 	codes := make([]int, 24)
+	bodies := make([]string, 24)
 	flood := p.httpsClient(t, nil)
 	for i := range codes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			codes[i] = sendChunk(flood, agg.URL, "tok-b", "token-of-b", big).status
+			o := sendChunk(flood, agg.URL, "tok-b", "token-of-b", big)
+			codes[i], bodies[i] = o.status, o.String()
 		}()
 	}
 	wg.Wait()
+	for i, c := range codes {
+		if c != 200 {
+			t.Logf("flood chunk %d: %s", i, bodies[i])
+			break
+		}
+	}
 	sort.Ints(codes)
 	t.Logf("refusal class %-50s -> %v", "24 concurrent 8MiB chunks (budget 96MiB)", codes)
 	if codes[0] != 200 {
