@@ -313,6 +313,12 @@ func Explain(err error, c Config) error {
 		return fmt.Errorf("TLS: the broker's certificate is invalid (expired, or not for servers): %v", err)
 	case errors.As(err, &recErr):
 		return fmt.Errorf("TLS: the broker does not speak TLS on this port (remove --kafka-tls, or use its TLS listener): %v", err)
+	case strings.Contains(err.Error(), "remote error: tls: certificate required"),
+		strings.Contains(err.Error(), "remote error: tls: bad certificate"),
+		strings.Contains(err.Error(), "remote error: tls: unknown certificate authority"),
+		strings.Contains(err.Error(), "remote error: tls: expired certificate"):
+		// The broker's TLS alert (with TLS 1.3 it comes after the handshake).
+		return fmt.Errorf("TLS: the broker refused the client certificate, or that none was sent (set --kafka-tls-cert/--kafka-tls-key to one its CA trusts): %v", err)
 	case errors.Is(err, kafka.SASLAuthenticationFailed):
 		return fmt.Errorf("SASL %s authentication of user %q failed: wrong user name or password: %v", c.SASLMechanism, c.SASLUsername, err)
 	case errors.Is(err, kafka.UnsupportedSASLMechanism):

@@ -3,6 +3,7 @@ package kafkaconn
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"os"
 	"path/filepath"
@@ -175,5 +176,61 @@ func TestCheckErrorsNameTheCause(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// SCRAM-SHA-256 and PLAIN, and a broker that requires a client certificate.
+func TestOtherMechanismsAndClientCertificates(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := testcerts.NewCA(dir, "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ca.Issue("broker", testcerts.Options{CommonName: "broker", Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := ca.Issue("client", testcerts.Options{CommonName: "mirror"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(srv.CertFile, srv.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("pw"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, mech := range []string{MechanismSCRAMSHA256, MechanismPlain} {
+		kname := map[string]string{MechanismSCRAMSHA256: "SCRAM-SHA-256", MechanismPlain: "PLAIN"}[mech]
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{cert}}),
+			kfake.EnableSASL(), kfake.Superuser(kname, "mirror", "pw"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := Config{TLS: true, CAFile: ca.CertFile, SASLMechanism: mech, SASLUsername: "mirror", SASLPasswordFile: pw}
+		if err := Check(ctx, "hub", c.ListenAddrs(), cfg); err != nil {
+			t.Errorf("%s: %v", mech, err)
+		}
+		c.Close()
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{cert},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	withCert := Config{TLS: true, CAFile: ca.CertFile, CertFile: client.CertFile, KeyFile: client.KeyFile}
+	if err := Check(ctx, "edge", c.ListenAddrs(), withCert); err != nil {
+		t.Errorf("client certificate: %v", err)
+	}
+	if err := Check(ctx, "edge", c.ListenAddrs(), Config{TLS: true, CAFile: ca.CertFile}); err == nil ||
+		!strings.Contains(err.Error(), "refused the client certificate") {
+		t.Errorf("no client certificate for a broker requiring one: %v", err)
 	}
 }
