@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -193,6 +194,14 @@ func (a *Agent) CheckConnect(ctx context.Context) error {
 	req.Header.Set(wire.HeaderEpoch, "0")
 	resp, err := hc.Do(req)
 	if err != nil {
+		var unknownCA x509.UnknownAuthorityError
+		var hostErr x509.HostnameError
+		switch {
+		case errors.As(err, &unknownCA):
+			return fmt.Errorf("aggregator %s: its certificate is not signed by a trusted CA (set --tls-ca to the aggregator's CA): %w", a.cfg.Aggregator, err)
+		case errors.As(err, &hostErr):
+			return fmt.Errorf("aggregator %s: its certificate is not valid for the host of --aggregator: %w", a.cfg.Aggregator, err)
+		}
 		return fmt.Errorf("aggregator %s: %w", a.cfg.Aggregator, err)
 	}
 	defer resp.Body.Close()

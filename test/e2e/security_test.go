@@ -575,3 +575,50 @@ func TestAggregatorRefusesExposedWithoutCredentials(t *testing.T) {
 		return nil
 	})
 }
+
+// The agent's --check-connect asks the aggregator with its credential: a
+// refused one is named in one line, a good one passes.
+func TestAgentCheckConnect(t *testing.T) {
+	edgeKafka, hubKafka := fake{testkit.Cluster(t)}, fake{testkit.Cluster(t)}
+	p := newPKI(t)
+	edgesFile := filepath.Join(p.dir, "edges")
+	if err := os.WriteFile(edgesFile, []byte("site-1 "+tokenHash("good")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	agg := harness.StartSecureAggregator(t, hubKafka.Brokers(), p.serverKey.CertFile, p.serverKey.KeyFile, p.server.CertFile,
+		"--edges-file", edgesFile)
+	bin, err := harness.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(token, ca string) (string, int) {
+		tf := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(tf, []byte(token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "agent", "--check-connect", "--edge-id", "site-1", "--brokers", strings.Join(edgeKafka.Brokers(), ","),
+			"--aggregator", agg.URL, "--tls-ca", ca, "--token-file", tf, "--buffer-dir", filepath.Join(t.TempDir(), "b"))
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return string(out), ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	if out, code := check("good", p.server.CertFile); code != 0 || !strings.Contains(out, "connections ok") {
+		t.Errorf("good token: exit %d\n%s", code, out)
+	}
+	out, code := check("bad", p.server.CertFile)
+	if code != 1 || !strings.Contains(out, "aggregator "+agg.URL+" refused edge site-1: 401: unknown bearer token") {
+		t.Errorf("bad token: exit %d\n%s", code, out)
+	}
+	if strings.Contains(out, "bad\n") {
+		t.Errorf("output shows the token:\n%s", out)
+	}
+	out, code = check("good", p.clients.CertFile) // not the server's CA
+	if code != 1 || !strings.Contains(out, "set --tls-ca to the aggregator's CA") {
+		t.Errorf("wrong CA: exit %d\n%s", code, out)
+	}
+	t.Logf("agent --check-connect with a wrong CA: %s", strings.TrimSpace(out))
+}
