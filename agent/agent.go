@@ -89,11 +89,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("edge Kafka: %w", err)
 	}
 	defer tr.CloseIdleConnections()
-	// A wrong password or CA would otherwise show only as EOFs later.
+	// A wrong password or CA would otherwise show only as EOFs later. In
+	// the background: buffered chunks ship while the edge is down.
 	if a.cfg.Kafka.TLS || a.cfg.Kafka.SASLMechanism != "" {
-		if err := kafkaconn.Check(ctx, "edge", a.cfg.Brokers, a.cfg.Kafka); err != nil {
-			a.log.Error("cannot connect to the edge cluster; will keep trying", slog.String("error", err.Error()))
-		}
+		checked := make(chan struct{})
+		go func() {
+			defer close(checked)
+			if err := kafkaconn.Check(ctx, "edge", a.cfg.Brokers, a.cfg.Kafka); err != nil && ctx.Err() == nil {
+				a.log.Error("cannot connect to the edge cluster; will keep trying", slog.String("error", err.Error()))
+			}
+		}()
+		defer func() { <-checked }()
 	}
 	client := &kafka.Client{Addr: kafka.TCP(a.cfg.Brokers...), Transport: tr, Timeout: 30 * time.Second}
 	rd, err := newReader(&a.cfg, a.log, client, stored, a.m)

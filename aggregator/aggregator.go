@@ -97,11 +97,17 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		return fmt.Errorf("hub Kafka: %w", err)
 	}
 	defer tr.CloseIdleConnections()
-	// A wrong password or CA would otherwise show only as EOFs later.
+	// A wrong password or CA would otherwise show only as EOFs later. In
+	// the background: the listener does not wait for the hub.
 	if a.cfg.Kafka.TLS || a.cfg.Kafka.SASLMechanism != "" {
-		if err := a.CheckConnect(ctx); err != nil {
-			a.log.Error("cannot connect to the hub; will keep trying", slog.String("error", err.Error()))
-		}
+		checked := make(chan struct{})
+		go func() {
+			defer close(checked)
+			if err := a.CheckConnect(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("cannot connect to the hub; will keep trying", slog.String("error", err.Error()))
+			}
+		}()
+		defer func() { <-checked }()
 	}
 	client := &kafka.Client{Addr: kafka.TCP(a.cfg.Brokers...), Transport: tr, Timeout: a.cfg.HubTimeout}
 	h := newHub(&a.cfg, a.log, client, a.m)

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgemirror/edgemirror/internal/testcerts"
@@ -621,4 +622,43 @@ func TestAgentCheckConnect(t *testing.T) {
 		t.Errorf("wrong CA: exit %d\n%s", code, out)
 	}
 	t.Logf("agent --check-connect with a wrong CA: %s", strings.TrimSpace(out))
+}
+
+// Started against a SASL_SSL cluster with a wrong password, the aggregator
+// and the agent say so in one error line and keep running.
+func TestStartupNamesKafkaProblem(t *testing.T) {
+	p := newPKI(t)
+	broker := p.client(t, p.server, "broker", testcerts.Options{CommonName: "broker", Server: true})
+	cert, err := tls.LoadX509KeyPair(broker.CertFile, broker.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{cert}}),
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "mirror", "right"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pw := filepath.Join(p.dir, "pw")
+	if err := os.WriteFile(pw, []byte("wrong\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kafkaFlags := []string{"--kafka-tls", "--kafka-tls-ca", p.server.CertFile, "--kafka-sasl-mechanism", "scram-sha-512",
+		"--kafka-sasl-username", "mirror", "--kafka-sasl-password-file", pw}
+	agg := harness.StartAggregator(t, c.ListenAddrs(), "", kafkaFlags...)
+	agent := harness.StartAgent(t, "e1", c.ListenAddrs(), "http://"+agg.Addr, "", kafkaFlags...)
+	for _, pr := range []*harness.Proc{agg.Proc, agent.Proc} {
+		harness.Eventually(t, 30*time.Second, pr.Name+" names the problem", func() error {
+			if !pr.LogContains("Kafka broker "+c.ListenAddrs()[0]+": ") || !pr.LogContains("wrong user name or password") {
+				return fmt.Errorf("not yet:\n%s", pr.Tail(5))
+			}
+			if !pr.Running() {
+				return fmt.Errorf("%s exited", pr.Name)
+			}
+			return nil
+		})
+		if pr.LogContains("wrong\n") {
+			t.Errorf("%s logs the password", pr.Name)
+		}
+	}
 }
