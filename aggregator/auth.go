@@ -95,7 +95,7 @@ func (s *security) loadEdges() error {
 	if s.cfg.EdgesFile == "" {
 		return nil
 	}
-	b, err := secfile.Read(s.cfg.EdgesFile, "--edges-file")
+	b, err := secfile.ReadLimit(s.cfg.EdgesFile, "--edges-file", MaxEdgesFileBytes)
 	if err != nil {
 		return err
 	}

@@ -13,8 +13,12 @@ import (
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
-// MaxEdgesFileLines bounds the edges file (and so the work of a reload).
-const MaxEdgesFileLines = 100_000
+// Bounds of the edges file (and so of the work of a reload): room for about
+// 100,000 token edges.
+const (
+	MaxEdgesFileLines = 200_000
+	MaxEdgesFileBytes = 32 << 20
+)
 
 // credential kinds of an edges file entry.
 const (

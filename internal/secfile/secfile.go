@@ -33,7 +33,10 @@ func ReadLine(path, what string) (string, error) {
 }
 
 // Read reads a whole secret file of at most MaxBytes.
-func Read(path, what string) ([]byte, error) {
+func Read(path, what string) ([]byte, error) { return ReadLimit(path, what, MaxBytes) }
+
+// ReadLimit reads a whole secret file of at most max bytes.
+func ReadLimit(path, what string, max int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
@@ -46,8 +49,8 @@ func Read(path, what string) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s %s: not a regular file", what, path)
 	}
-	if st.Size() > MaxBytes {
-		return nil, fmt.Errorf("%s %s: %d bytes is larger than %d", what, path, st.Size(), MaxBytes)
+	if st.Size() > max {
+		return nil, fmt.Errorf("%s %s: %d bytes is larger than %d", what, path, st.Size(), max)
 	}
 	b := make([]byte, st.Size())
 	if _, err := f.ReadAt(b, 0); err != nil && st.Size() > 0 {
