@@ -662,3 +662,49 @@ func TestStartupNamesKafkaProblem(t *testing.T) {
 		}
 	}
 }
+
+// An agent given http:// for an HTTPS aggregator sees a network error (its
+// h2c preface is no HTTP/1 request, so no 400 comes back): it keeps its
+// chunks and reports nothing lost.
+func TestAgentPlainToTLSPortLosesNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	edgeKafka, hubKafka := fake{testkit.Cluster(t)}, fake{testkit.Cluster(t)}
+	p := newPKI(t)
+	edgesFile := filepath.Join(p.dir, "edges")
+	if err := os.WriteFile(edgesFile, []byte("site-2 "+tokenHash("tok")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	agg := harness.StartSecureAggregator(t, hubKafka.Brokers(), p.serverKey.CertFile, p.serverKey.KeyFile, p.server.CertFile,
+		"--edges-file", edgesFile)
+	tf := filepath.Join(p.dir, "token")
+	if err := os.WriteFile(tf, []byte("tok"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	prod, err := harness.NewProducer(edgeKafka.Brokers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	if err := prod.CreateTopic(ctx, "plain-data", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.Produce(ctx, "plain-data", 1, 100); err != nil {
+		t.Fatal(err)
+	}
+	agent := harness.StartAgent(t, "site-2", edgeKafka.Brokers(), "http://"+agg.Addr, "", "--topics", "plain-.*", "--token-file", tf)
+	harness.Eventually(t, 30*time.Second, "failed uploads", func() error {
+		m := agent.Metrics(ctx)
+		if m["edgemirror_agent_chunk_send_errors_total"] < 2 {
+			return fmt.Errorf("send errors %v", m["edgemirror_agent_chunk_send_errors_total"])
+		}
+		return nil
+	})
+	m := agent.Metrics(ctx)
+	if m["edgemirror_agent_records_lost_total"] != 0 || m["edgemirror_agent_chunks_acked_total"] != 0 {
+		t.Errorf("lost %v, acked %v; want 0, 0", m["edgemirror_agent_records_lost_total"], m["edgemirror_agent_chunks_acked_total"])
+	}
+	if agent.LogContains("rejected chunk permanently") {
+		t.Error("the agent quarantined a chunk")
+	}
+}
