@@ -312,7 +312,7 @@ func (s *server) applyLocked(ctx context.Context, es *edgeState, c *wire.Chunk) 
 func (s *server) handleResume(w http.ResponseWriter, r *http.Request) {
 	edge, he := s.identity(r)
 	if he != nil {
-		writeJSON(w, he.status, wire.ErrorResponse{Error: he.msg, Permanent: true})
+		writeJSON(w, he.status, wire.ErrorResponse{Error: he.msg, Permanent: he.permanent()})
 		return
 	}
 	epoch, he := headerUint(r, wire.HeaderEpoch)
@@ -337,7 +337,7 @@ func (s *server) handleResume(w http.ResponseWriter, r *http.Request) {
 func (s *server) handleLosses(w http.ResponseWriter, r *http.Request) {
 	edge, he := s.identity(r)
 	if he != nil {
-		writeJSON(w, he.status, wire.ErrorResponse{Error: he.msg, Permanent: true})
+		writeJSON(w, he.status, wire.ErrorResponse{Error: he.msg, Permanent: he.permanent()})
 		return
 	}
 	var rep wire.LossReport
