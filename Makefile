@@ -36,8 +36,15 @@ test-realkafka: build ## end-to-end suite against real Apache Kafka brokers (dow
 	@# -p 1: each package starts its own JVMs; two at once starve 2 cores.
 	EDGEMIRROR_BIN=$(CURDIR)/$(BIN) $(GO) test -tags realkafka -timeout 45m -p 1 -v -count=1 ./test/realkafka/ ./test/kafka/
 
-fuzz: ## run every fuzz target for a while
-	$(GO) test -run '^$$' -fuzz=FuzzDecode -fuzztime=60s ./internal/wire
+FUZZTIME ?= 30s
+fuzz: ## run every fuzz target in the repository for FUZZTIME each (default 30s)
+	@# go test -fuzz takes one target of one package at a time: find them all.
+	@set -e; grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u | while read -r dir; do \
+		for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | cut -d' ' -f2 | sort -u); do \
+			echo "== $$dir $$target ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $$dir; \
+		done; \
+	done
 
 bench: build ## full benchmark matrix: edgemirror vs MirrorMaker 2 over an emulated WAN
 	$(GO) test -run '^$$' -bench . -benchmem ./buffer ./internal/wire ./aggregator

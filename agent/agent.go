@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgemirror/edgemirror/buffer"
+	"github.com/edgemirror/edgemirror/internal/kafkaconn"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -23,9 +24,10 @@ const shutdownFlushTimeout = 5 * time.Second
 
 // Agent mirrors an edge cluster to an aggregator. Build it with New.
 type Agent struct {
-	cfg Config
-	log *slog.Logger
-	m   *metrics
+	cfg   Config
+	log   *slog.Logger
+	m     *metrics
+	creds *credentials
 }
 
 // New validates cfg and returns an Agent. It starts nothing.
@@ -37,7 +39,14 @@ func New(cfg Config) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Agent{cfg: cfg, log: log.With(slog.String("edge", cfg.EdgeID)), m: newMetrics()}, nil
+	log = log.With(slog.String("edge", cfg.EdgeID))
+	creds, err := newCredentials(&cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: log, m: newMetrics(), creds: creds}
+	a.creds.cfg = &a.cfg
+	return a, nil
 }
 
 // Run mirrors until ctx is cancelled. It returns nil after a clean stop, or
@@ -71,13 +80,23 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	// One long-lived Transport for the edge cluster: kafka-go never closes a
 	// Transport on its own (kafka-go #599, #1358).
-	tr := &kafka.Transport{
-		ClientID:    "edgemirror-agent-" + a.cfg.EdgeID,
-		DialTimeout: 10 * time.Second,
-		IdleTimeout: 5 * time.Minute,
-		MetadataTTL: 2 * time.Second, // no refresh on NOT_LEADER otherwise (kafka-go #1221)
+	tr, err := kafkaconn.Transport(a.cfg.Kafka, "edgemirror-agent-"+a.cfg.EdgeID)
+	if err != nil {
+		return fmt.Errorf("edge Kafka: %w", err)
 	}
 	defer tr.CloseIdleConnections()
+	// A wrong password or CA would otherwise show only as EOFs later. In
+	// the background: buffered chunks ship while the edge is down.
+	if a.cfg.Kafka.TLS || a.cfg.Kafka.SASLMechanism != "" {
+		checked := make(chan struct{})
+		go func() {
+			defer close(checked)
+			if err := kafkaconn.Check(ctx, "edge", a.cfg.Brokers, a.cfg.Kafka); err != nil && ctx.Err() == nil {
+				a.log.Error("cannot connect to the edge cluster; will keep trying", slog.String("error", err.Error()))
+			}
+		}()
+		defer func() { <-checked }()
+	}
 	client := &kafka.Client{Addr: kafka.TCP(a.cfg.Brokers...), Transport: tr, Timeout: 30 * time.Second}
 	rd, err := newReader(&a.cfg, a.log, client, stored, a.m)
 	if err != nil {
@@ -91,6 +110,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	eps := newEndpoints(a.log, urls, a.cfg.resolver)
 	hc := newHTTPClient(ctx, eps, newLimiter(a.cfg.Bandwidth), a.m)
 	defer hc.CloseIdleConnections()
+	a.creds.secure(hc, urls[0].Scheme)
+	if a.cfg.TokenFile != "" && urls[0].Scheme != "https" {
+		a.log.Warn("INSECURE: --token-file with an http:// aggregator: the token crosses the network in plain text")
+	}
 	sh := &shipper{cfg: &a.cfg, log: a.log, store: store, client: hc, eps: eps, m: a.m}
 
 	a.log.Info("agent started", slog.String("brokers", fmt.Sprint(a.cfg.Brokers)),

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgemirror/edgemirror/buffer"
+	"github.com/edgemirror/edgemirror/internal/kafkaconn"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -114,6 +115,14 @@ type Config struct {
 	// SyncTopicConfigs reports the edge topics' settings to the aggregator
 	// so that hub topics keep them (topicconfig.go).
 	SyncTopicConfigs bool
+
+	// Towards the aggregator (see docs/security.md).
+	TLSCA     string // --tls-ca: the aggregator's CA; empty = system roots
+	TLSCert   string // --tls-cert: client certificate naming this edge
+	TLSKey    string // --tls-key
+	TokenFile string // --token-file: bearer token
+	// Kafka is how the edge cluster is reached (--kafka-*).
+	Kafka kafkaconn.Config
 
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics registered
@@ -225,6 +234,15 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckpointInterval < time.Second {
 		return bad("--checkpoint-interval", c.CheckpointInterval, "must be at least 1s")
+	}
+	if urls, _ := parseAggregators(c.Aggregator); (c.TLSCA != "" || c.TLSCert != "") && len(urls) > 0 && urls[0].Scheme != "https" {
+		return bad("--aggregator", c.Aggregator, "--tls-ca and --tls-cert need an https:// aggregator URL")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return bad("--tls-cert", c.TLSCert, "--tls-cert and --tls-key go together")
+	}
+	if err := c.Kafka.Validate(); err != nil {
+		return bad("--kafka-tls", "", "%v", err)
 	}
 	if _, err := wire.ParseCodec(c.Compression.String()); err != nil {
 		return bad("--compression", c.Compression, "%v", err)

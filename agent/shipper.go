@@ -126,6 +126,12 @@ func (s *shipper) resume(ctx context.Context) {
 		return
 	}
 	defer drain(resp)
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		_, _, reason, _ := classify(resp, s.m, 0, 0)
+		s.log.Error("aggregator refuses this agent's credential; chunks stay in the buffer until it is fixed",
+			slog.String("reason", reason))
+		return
+	}
 	if resp.StatusCode != http.StatusOK {
 		return
 	}

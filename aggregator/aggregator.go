@@ -12,6 +12,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/edgemirror/edgemirror/internal/kafkaconn"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -20,6 +21,8 @@ type Aggregator struct {
 	cfg Config
 	log *slog.Logger
 	m   *metrics
+	lm  *limitMetrics
+	sec *security
 
 	ready chan struct{}
 	addr  net.Addr
@@ -34,7 +37,22 @@ func New(cfg Config) (*Aggregator, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Aggregator{cfg: cfg, log: log, m: newMetrics(), ready: make(chan struct{})}, nil
+	sec, err := newSecurity(&cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Aggregator{cfg: cfg, log: log, m: newMetrics(), lm: newLimitMetrics(), sec: sec, ready: make(chan struct{})}, nil
+}
+
+// Reload re-reads the server certificate, the client CA and the edges file
+// (on SIGHUP). A file that fails to load is logged and the old one kept;
+// connections and requests under way are not disturbed.
+func (a *Aggregator) Reload() { a.sec.reload() }
+
+// CheckConnect opens a connection to every hub broker, with TLS and SASL as
+// configured, and returns the first problem as one line.
+func (a *Aggregator) CheckConnect(ctx context.Context) error {
+	return kafkaconn.Check(ctx, "hub", a.cfg.Brokers, a.cfg.Kafka)
 }
 
 // Ready is closed once the listener accepts connections.
@@ -52,6 +70,10 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		return fmt.Errorf("register metrics: %w", err)
 	}
 	defer a.m.unregister(a.cfg.Registerer)
+	if err := a.lm.collectors.Register(a.cfg.Registerer); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	defer a.lm.collectors.Unregister(a.cfg.Registerer)
 
 	st, err := openState(a.cfg.StateDir)
 	if err != nil {
@@ -62,7 +84,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	dec, err := wire.NewDecoder(wire.Limits{
 		MaxFrameBytes: int(a.cfg.MaxChunkBytes),
 		MaxRawBytes:   int(a.cfg.MaxRawBytes),
-		MaxRecords:    wire.DefaultLimits().MaxRecords,
+		MaxRecords:    a.cfg.MaxChunkRecords,
 	})
 	if err != nil {
 		return fmt.Errorf("create chunk decoder: %w", err)
@@ -70,13 +92,23 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	defer dec.Close()
 
 	// The hub writer is up before the listener (downstream first).
-	tr := &kafka.Transport{
-		ClientID:    "edgemirror-aggregator",
-		DialTimeout: 10 * time.Second,
-		IdleTimeout: 5 * time.Minute,
-		MetadataTTL: 2 * time.Second, // no refresh on NOT_LEADER otherwise (kafka-go #1221)
+	tr, err := kafkaconn.Transport(a.cfg.Kafka, "edgemirror-aggregator")
+	if err != nil {
+		return fmt.Errorf("hub Kafka: %w", err)
 	}
 	defer tr.CloseIdleConnections()
+	// A wrong password or CA would otherwise show only as EOFs later. In
+	// the background: the listener does not wait for the hub.
+	if a.cfg.Kafka.TLS || a.cfg.Kafka.SASLMechanism != "" {
+		checked := make(chan struct{})
+		go func() {
+			defer close(checked)
+			if err := a.CheckConnect(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("cannot connect to the hub; will keep trying", slog.String("error", err.Error()))
+			}
+		}()
+		defer func() { <-checked }()
+	}
 	client := &kafka.Client{Addr: kafka.TCP(a.cfg.Brokers...), Transport: tr, Timeout: a.cfg.HubTimeout}
 	h := newHub(&a.cfg, a.log, client, a.m)
 
@@ -90,20 +122,27 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	defer cps.close()
 	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, dec: dec, m: a.m, cps: cps,
 		edges: make(map[string]*edgeState), stopping: make(chan struct{}), applyCtx: applyCtx,
-		topics: newTopicSyncer(h, &a.cfg)}
+		topics: newTopicSyncer(h, &a.cfg), sec: a.sec, lim: newLimiter(&a.cfg, a.log, a.lm)}
 
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", a.cfg.Listen, err)
 	}
 	a.addr = ln.Addr()
+	tlsCfg := a.sec.tlsConfig()
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	if tlsCfg != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
 	hs := &http.Server{
 		Handler:           srv.routes(),
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       5 * time.Minute,
+		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
+		IdleTimeout:       a.cfg.IdleTimeout,
+		MaxHeaderBytes:    a.cfg.MaxRequestHeaderBytes,
+		TLSConfig:         tlsCfg,
 		Protocols:         &protocols,
 		HTTP2: &http.HTTP2Config{
 			// Large windows so that one connection over a long fat link
@@ -115,18 +154,39 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		},
 		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
-	a.log.Warn("no authentication configured: any client can send chunks for any edge id")
-	a.log.Info("aggregator listening", slog.String("addr", ln.Addr().String()),
-		slog.String("hub", fmt.Sprint(a.cfg.Brokers)), slog.String("topic_template", a.cfg.TopicTemplate))
+	a.log.Info("aggregator listening", slog.String("addr", ln.Addr().String()), slog.Bool("tls", tlsCfg != nil),
+		slog.Bool("client_certificates", a.cfg.ClientCA != ""), slog.String("edges_file", a.cfg.EdgesFile),
+		slog.String("hub", fmt.Sprint(a.cfg.Brokers)), slog.String("hub_security", a.cfg.Kafka.String()),
+		slog.String("topic_template", a.cfg.TopicTemplate))
+	warning := a.cfg.insecureWarning()
+	if warning != "" {
+		a.log.Warn("INSECURE: " + warning)
+	}
 
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() {
+		if tlsCfg != nil {
+			errc <- hs.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
 	close(a.ready)
 
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	warn := time.NewTicker(insecureWarnInterval)
+	defer warn.Stop()
+wait:
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serve: %w", err)
+		case <-warn.C:
+			if warning != "" {
+				a.log.Warn("INSECURE: " + warning)
+			}
+		case <-ctx.Done():
+			break wait
+		}
 	}
 
 	// Lame duck: new chunks get 503 + Retry-After, readiness turns false,

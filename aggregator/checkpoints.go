@@ -161,6 +161,16 @@ func (s *server) checkpoints(r *http.Request) (int, any) {
 	if err := rep.Validate(); err != nil {
 		return fail(errBadRequest(err.Error()))
 	}
+	if e := credentialOf(r); e != nil {
+		for _, g := range rep.Groups {
+			for _, p := range g.Partitions {
+				if !e.allows(p.Topic) {
+					return fail(&httpError{status: http.StatusForbidden,
+						msg: fmt.Sprintf("topic %q is not allowed for edge %s (--edges-file allows %s)", p.Topic, edge, e.topicsSrc)})
+				}
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), checkpointTimeout)
 	defer cancel()
 	start := time.Now()

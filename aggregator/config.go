@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/edgemirror/edgemirror/internal/kafkaconn"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -51,6 +52,42 @@ const (
 	// DefaultCheckpointTopic is the compacted hub topic that keeps the
 	// latest translated checkpoint per (edge, group, partition).
 	DefaultCheckpointTopic = "_edgemirror.checkpoints"
+
+	// DefaultMaxChunkRecords bounds the records of one chunk.
+	DefaultMaxChunkRecords = wire.DefaultMaxRecords
+	// DefaultMaxRecordBytes bounds one record's key plus value, Kafka's
+	// default max.message.bytes.
+	DefaultMaxRecordBytes = 1 << 20
+	// DefaultMaxRecordHeaders bounds the headers of one record.
+	DefaultMaxRecordHeaders = 64
+	// DefaultMaxRecordHeaderBytes bounds the header keys and values of one
+	// record.
+	DefaultMaxRecordHeaderBytes = 64 << 10
+	// DefaultMaxRequestHeaderBytes bounds an HTTP request's headers.
+	DefaultMaxRequestHeaderBytes = 64 << 10
+	// DefaultReadHeaderTimeout bounds reading a request's headers.
+	DefaultReadHeaderTimeout = 30 * time.Second
+	// DefaultReadTimeout is how long a request body may stall (no byte
+	// arriving) before the request is dropped. A slow body that moves is
+	// never cut.
+	DefaultReadTimeout = 60 * time.Second
+	// DefaultIdleTimeout closes connections idle this long.
+	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultMaxRequests bounds the API requests handled at once.
+	DefaultMaxRequests = 1024
+	// DefaultMaxEdgeRequests bounds one edge's API requests in flight.
+	DefaultMaxEdgeRequests = 64
+	// DefaultEdgeRequestRate bounds one edge's API requests per second
+	// (bursts of twice as many); 0 is unlimited.
+	DefaultEdgeRequestRate = 200
+	// DefaultMaxDecodedBytes bounds the memory of all chunks being received,
+	// decoded and applied at once.
+	DefaultMaxDecodedBytes = 512 << 20
+	// DefaultMaxEdges bounds the distinct edge ids served.
+	DefaultMaxEdges = 10_000
+	// DefaultMaxSourcePartitions bounds the distinct (edge, topic,
+	// partition) whose state the aggregator holds.
+	DefaultMaxSourcePartitions = 1 << 20
 )
 
 // Config is everything an Aggregator needs.
@@ -83,6 +120,30 @@ type Config struct {
 	// edge says (--hub-topic-config KEY=VALUE).
 	HubTopicConfigs map[string]string
 
+	// Security (see docs/security.md).
+	TLSCert               string // --tls-cert: serve HTTPS
+	TLSKey                string // --tls-key
+	ClientCA              string // --client-ca: verify client certificates
+	EdgesFile             string // --edges-file: the edges allowed in
+	InsecureAcceptAnyEdge bool   // --insecure-accept-any-edge
+	Kafka                 kafkaconn.Config
+
+	// Limits.
+	MaxChunkRecords       int
+	MaxRecordBytes        int64
+	MaxRecordHeaders      int
+	MaxRecordHeaderBytes  int64
+	MaxRequestHeaderBytes int
+	ReadHeaderTimeout     time.Duration
+	ReadTimeout           time.Duration
+	IdleTimeout           time.Duration
+	MaxRequests           int
+	MaxEdgeRequests       int
+	EdgeRequestRate       int
+	MaxDecodedBytes       int64
+	MaxEdges              int
+	MaxSourcePartitions   int
+
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics
 }
@@ -107,6 +168,21 @@ func DefaultConfig() Config {
 		ParallelPartitions:    DefaultParallelPartitions,
 		CheckpointTopic:       DefaultCheckpointTopic,
 		SyncTopicConfigs:      true,
+
+		MaxChunkRecords:       DefaultMaxChunkRecords,
+		MaxRecordBytes:        DefaultMaxRecordBytes,
+		MaxRecordHeaders:      DefaultMaxRecordHeaders,
+		MaxRecordHeaderBytes:  DefaultMaxRecordHeaderBytes,
+		MaxRequestHeaderBytes: DefaultMaxRequestHeaderBytes,
+		ReadHeaderTimeout:     DefaultReadHeaderTimeout,
+		ReadTimeout:           DefaultReadTimeout,
+		IdleTimeout:           DefaultIdleTimeout,
+		MaxRequests:           DefaultMaxRequests,
+		MaxEdgeRequests:       DefaultMaxEdgeRequests,
+		EdgeRequestRate:       DefaultEdgeRequestRate,
+		MaxDecodedBytes:       DefaultMaxDecodedBytes,
+		MaxEdges:              DefaultMaxEdges,
+		MaxSourcePartitions:   DefaultMaxSourcePartitions,
 	}
 }
 
@@ -182,6 +258,67 @@ func (c *Config) Validate() error {
 			return bad("--hub-topic-config", k+"="+v, "value of %s must be 1-%d characters", k, wire.MaxTopicConfigValueLen)
 		}
 	}
+	if err := c.validateSecurity(); err != nil {
+		return err
+	}
+	return c.validateLimits()
+}
+
+func (c *Config) validateSecurity() error {
+	bad := func(field string, v any, format string, args ...any) error {
+		return &ConfigError{Field: field, Value: v, Reason: fmt.Sprintf(format, args...)}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return bad("--tls-cert", c.TLSCert, "--tls-cert and --tls-key go together")
+	}
+	if c.ClientCA != "" && c.TLSCert == "" {
+		return bad("--client-ca", c.ClientCA, "%v", errNoTLSForCA)
+	}
+	if err := c.Kafka.Validate(); err != nil {
+		return bad("--kafka-tls", "", "%v", err)
+	}
+	return c.checkExposure()
+}
+
+func (c *Config) validateLimits() error {
+	bad := func(field string, v any, format string, args ...any) error {
+		return &ConfigError{Field: field, Value: v, Reason: fmt.Sprintf(format, args...)}
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+		min  int64
+	}{
+		{"--max-chunk-records", int64(c.MaxChunkRecords), 1},
+		{"--max-record-bytes", c.MaxRecordBytes, 1},
+		{"--max-record-headers", int64(c.MaxRecordHeaders), 0},
+		{"--max-record-header-bytes", c.MaxRecordHeaderBytes, 0},
+		{"--max-request-header-bytes", int64(c.MaxRequestHeaderBytes), 4 << 10},
+		{"--max-requests", int64(c.MaxRequests), 1},
+		{"--max-edge-requests", int64(c.MaxEdgeRequests), 1},
+		{"--edge-request-rate", int64(c.EdgeRequestRate), 0},
+		{"--max-edges", int64(c.MaxEdges), 1},
+		{"--max-source-partitions", int64(c.MaxSourcePartitions), 1},
+	} {
+		if f.v < f.min {
+			return bad(f.name, f.v, "must be at least %d", f.min)
+		}
+	}
+	if c.MaxChunkRecords > wire.DefaultMaxRecords*16 {
+		return bad("--max-chunk-records", c.MaxChunkRecords, "must be at most %d", wire.DefaultMaxRecords*16)
+	}
+	if c.MaxDecodedBytes < c.MaxChunkBytes+c.MaxRawBytes {
+		return bad("--max-decoded-bytes", c.MaxDecodedBytes, "must be at least --max-chunk-bytes + --max-raw-bytes (%d), so that the largest chunk fits", c.MaxChunkBytes+c.MaxRawBytes)
+	}
+	if c.ReadHeaderTimeout < 100*time.Millisecond {
+		return bad("--read-header-timeout", c.ReadHeaderTimeout, "must be at least 100ms")
+	}
+	if c.ReadTimeout < 100*time.Millisecond {
+		return bad("--read-timeout", c.ReadTimeout, "must be at least 100ms")
+	}
+	if c.IdleTimeout < time.Second {
+		return bad("--idle-timeout", c.IdleTimeout, "must be at least 1s")
+	}
 	return nil
 }
 
@@ -211,6 +348,11 @@ func validateTemplate(t string) error {
 	// The fixed parts must be legal in a Kafka topic name.
 	if err := wire.ValidTopicName(strings.NewReplacer("{edge}", "e", "{topic}", "t").Replace(t)); err != nil {
 		return fmt.Errorf("has characters not allowed in a Kafka topic name: %w", err)
+	}
+	// Without {edge}, the edges share hub partitions, and finding an edge's
+	// watermark would mean scanning whole partitions of other edges' records.
+	if !strings.Contains(t, "{edge}") {
+		return fmt.Errorf("must contain {edge}: hub topics shared by several edges are not supported, got %q", t)
 	}
 	return nil
 }

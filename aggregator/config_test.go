@@ -22,7 +22,7 @@ func TestConfigValidate(t *testing.T) {
 		{"template without topic", func(c *Config) { c.TopicTemplate = "{edge}" }, "--topic-template"},
 		{"template with unknown field", func(c *Config) { c.TopicTemplate = "{site}.{topic}" }, "--topic-template"},
 		{"template with slash", func(c *Config) { c.TopicTemplate = "{edge}/{topic}" }, "--topic-template"},
-		{"template topic only", func(c *Config) { c.TopicTemplate = "{topic}" }, ""},
+		{"template without edge", func(c *Config) { c.TopicTemplate = "{topic}" }, "--topic-template"},
 		{"replication factor zero", func(c *Config) { c.HubReplicationFactor = 0 }, "--hub-replication-factor"},
 		{"replication factor -2", func(c *Config) { c.HubReplicationFactor = -2 }, "--hub-replication-factor"},
 		{"replication factor too big", func(c *Config) { c.HubReplicationFactor = 32768 }, "--hub-replication-factor"},
@@ -41,11 +41,28 @@ func TestConfigValidate(t *testing.T) {
 		{"zero shutdown timeout", func(c *Config) { c.ShutdownTimeout = 0 }, "--shutdown-timeout"},
 		{"hub timeout below 1s", func(c *Config) { c.HubTimeout = 999 * time.Millisecond }, "--hub-timeout"},
 		{"zero parallel partitions", func(c *Config) { c.ParallelPartitions = 0 }, "--parallel-partitions"},
+		{"all interfaces without credentials", func(c *Config) { c.Listen = ":8080" }, "--listen"},
+		{"public address without TLS", func(c *Config) { c.Listen = "10.1.2.3:8080"; c.EdgesFile = "edges" }, "--listen"},
+		{"all interfaces, accepting any edge", func(c *Config) { c.Listen = ":8080"; c.InsecureAcceptAnyEdge = true }, ""},
+		{"all interfaces with edges file and TLS", func(c *Config) {
+			c.Listen = "0.0.0.0:8080"
+			c.EdgesFile, c.TLSCert, c.TLSKey = "edges", "cert.pem", "key.pem"
+		}, ""},
+		{"localhost", func(c *Config) { c.Listen = "localhost:8080" }, ""},
+		{"tls cert without key", func(c *Config) { c.TLSCert = "cert.pem" }, "--tls-cert"},
+		{"client CA without TLS", func(c *Config) { c.ClientCA = "ca.pem" }, "--client-ca"},
+		{"kafka CA without kafka TLS", func(c *Config) { c.Kafka.CAFile = "ca.pem" }, "--kafka-tls"},
+		{"sasl without user", func(c *Config) { c.Kafka.SASLMechanism = "plain"; c.Kafka.SASLPasswordFile = "pw" }, "--kafka-tls"},
+		{"decoded budget below one chunk", func(c *Config) { c.MaxDecodedBytes = c.MaxRawBytes }, "--max-decoded-bytes"},
+		{"zero edge requests", func(c *Config) { c.MaxEdgeRequests = 0 }, "--max-edge-requests"},
+		{"negative rate", func(c *Config) { c.EdgeRequestRate = -1 }, "--edge-request-rate"},
+		{"tiny read timeout", func(c *Config) { c.ReadTimeout = time.Millisecond }, "--read-timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
 			c.Brokers = []string{"127.0.0.1:9092"}
+			c.Listen = "127.0.0.1:8080"
 			tc.mutate(&c)
 			err := c.Validate()
 			if tc.flag == "" {
@@ -78,7 +95,8 @@ func TestValidateTemplate(t *testing.T) {
 		msg  string
 	}{
 		{"{edge}.{topic}", true, ""},
-		{"{topic}", true, ""},
+		{"{topic}", false, "must contain {edge}"},
+		{"mirror.{topic}", false, "must contain {edge}"},
 		{"mirror_{edge}-{topic}", true, ""},
 		{"{topic}.{edge}.v1", true, ""},
 		{"{edge}", false, "must contain {topic}"},

@@ -60,42 +60,6 @@ func TestWatermarkDerivedFromHub(t *testing.T) {
 	}
 }
 
-// TestWatermarkDerivationSkipsOtherEdges: with a template without {edge}
-// several edges share a hub partition; a new aggregator must look past the
-// other edge's records (more than one read window) to find the watermark.
-func TestWatermarkDerivationSkipsOtherEdges(t *testing.T) {
-	hub := newHubCluster(t)
-	f := newFrameBuilder(t)
-	topics := []wire.Topic{{Name: "sensors", Partitions: 1}}
-	shared := func(c *Config) { c.TopicTemplate = "all.{topic}" }
-	first := newTestServer(t, hub, "", shared)
-	e1 := f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 30)))
-	if a := first.send(t, "e1", 5, 1, e1); a.status != 200 {
-		t.Fatalf("e1: %v", a)
-	}
-	if a := first.send(t, "e2", 6, 1, f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 40)))); a.status != 200 {
-		t.Fatalf("e2: %v", a)
-	}
-
-	second := newTestServer(t, hub, "", shared)
-	e1again := f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 20, 15)))
-	if a := second.send(t, "e1", 5, 1, e1again); a.status != 200 || a.ok.Written != 5 || a.ok.Duplicates != 10 {
-		t.Fatalf("e1 re-sent to a new aggregator: %v, want written 5 duplicates 10", a)
-	}
-	var e1Offsets, e2Offsets []int64
-	for _, o := range origins(t, readHub(t, hub, "all.sensors")[0]) {
-		switch o.Edge {
-		case "e1":
-			e1Offsets = append(e1Offsets, o.Offset)
-		case "e2":
-			e2Offsets = append(e2Offsets, o.Offset)
-		}
-	}
-	if fmt.Sprint(e1Offsets) != fmt.Sprint(seqOffsets(0, 35)) || fmt.Sprint(e2Offsets) != fmt.Sprint(seqOffsets(0, 40)) {
-		t.Errorf("hub holds e1 %v and e2 %v", e1Offsets, e2Offsets)
-	}
-}
-
 // describeHubTopic returns the partition count of a hub topic, asking with a
 // new client each time (franz-go caches metadata for a few seconds).
 func describeHubTopic(t *testing.T, ctx context.Context, hub *kfake.Cluster, topic string) int {

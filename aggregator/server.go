@@ -69,6 +69,10 @@ type server struct {
 	cps   *checkpointer // group checkpoints; nil answers 404
 	// topics applies topic config reports (topicconfig.go).
 	topics *topicSyncer
+	// sec authenticates edges (nil: identity from the header, tests only);
+	// lim bounds resources (nil: unbounded, tests only).
+	sec *security
+	lim *limiter
 
 	mu    sync.Mutex
 	edges map[string]*edgeState
@@ -87,12 +91,12 @@ type server struct {
 
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+wire.PathChunks, s.handleChunk)
-	mux.HandleFunc("POST "+wire.PathLosses, s.handleLosses)
-	mux.HandleFunc("GET "+wire.PathLosses, s.handleListLosses)
-	mux.HandleFunc("GET "+wire.PathResume, s.handleResume)
-	mux.HandleFunc("POST "+wire.PathCheckpoints, s.handleCheckpoints)
-	mux.HandleFunc("POST "+wire.PathTopicConfigs, s.handleTopicConfigs)
+	mux.Handle("POST "+wire.PathChunks, s.guard(http.HandlerFunc(s.handleChunk)))
+	mux.Handle("POST "+wire.PathLosses, s.guard(http.HandlerFunc(s.handleLosses)))
+	mux.Handle("GET "+wire.PathLosses, s.guard(http.HandlerFunc(s.handleListLosses)))
+	mux.Handle("GET "+wire.PathResume, s.guard(http.HandlerFunc(s.handleResume)))
+	mux.Handle("POST "+wire.PathCheckpoints, s.guard(http.HandlerFunc(s.handleCheckpoints)))
+	mux.Handle("POST "+wire.PathTopicConfigs, s.guard(http.HandlerFunc(s.handleTopicConfigs)))
 	mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -106,10 +110,14 @@ func (s *server) routes() http.Handler {
 	return mux
 }
 
-// identity returns the edge a request comes from. Without authentication
-// the edge names itself in a header; the aggregator warns about this at
-// start.
+// identity returns the edge a request comes from: the edge of its
+// credential (guard authenticated it), with the Edgemirror-Edge header only
+// as a consistency check. Without --edges-file the edge names itself in
+// that header; the aggregator warns about this at start.
 func (s *server) identity(r *http.Request) (string, *httpError) {
+	if e := credentialOf(r); e != nil {
+		return s.identityOf(r, e)
+	}
 	edge := r.Header.Get(wire.HeaderEdge)
 	if err := wire.ValidEdgeID(edge); err != nil {
 		return "", errBadRequest(fmt.Sprintf("header %s: %v", wire.HeaderEdge, err))
@@ -186,26 +194,37 @@ func (s *server) chunk(r *http.Request) (int, any) {
 	if ct := r.Header.Get("Content-Type"); ct != wire.ContentTypeChunk {
 		return fail(errBadRequest(fmt.Sprintf("Content-Type must be %s, got %q", wire.ContentTypeChunk, ct)))
 	}
-	if r.ContentLength > s.cfg.MaxChunkBytes {
-		return fail(&httpError{status: http.StatusRequestEntityTooLarge,
-			msg: fmt.Sprintf("chunk of %d bytes is larger than --max-chunk-bytes %d", r.ContentLength, s.cfg.MaxChunkBytes)})
+	// The frame header is checked and the chunk's decoded memory reserved
+	// before the body is read (--max-decoded-bytes).
+	frame, release, he := s.readChunk(r)
+	if he != nil {
+		if he.status == http.StatusBadRequest || he.status == http.StatusRequestEntityTooLarge {
+			s.log.Warn("rejected chunk", slog.String("edge", edge), slog.String("error", he.msg))
+		}
+		return fail(he)
 	}
-	frame, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxChunkBytes+1))
-	if err != nil {
-		return fail(errUnavailable("read chunk: "+err.Error(), 1))
-	}
-	s.m.receivedBytes.Add(float64(len(frame)))
-	if int64(len(frame)) > s.cfg.MaxChunkBytes {
-		return fail(&httpError{status: http.StatusRequestEntityTooLarge,
-			msg: fmt.Sprintf("chunk is larger than --max-chunk-bytes %d", s.cfg.MaxChunkBytes)})
-	}
+	defer release()
 	c, err := s.dec.Decode(frame)
+	frame = nil
 	if err != nil {
 		s.log.Warn("rejected undecodable chunk", slog.String("edge", edge), slog.Any("error", err))
 		if errors.Is(err, wire.ErrTooLarge) {
 			return fail(&httpError{status: http.StatusRequestEntityTooLarge, msg: "decode chunk: " + err.Error()})
 		}
 		return fail(errBadRequest("decode chunk: " + err.Error()))
+	}
+	// Topic rules, record limits and state bounds: nothing of a refused
+	// chunk reaches the hub.
+	extra, he := s.admitChunk(r, edge, c)
+	if he != nil {
+		return fail(he)
+	}
+	if extra > 0 {
+		releaseExtra, he := s.lim.reserve(r.Context(), extra)
+		if he != nil {
+			return fail(he)
+		}
+		defer releaseExtra()
 	}
 	es, err := s.edge(edge)
 	if err != nil {
@@ -462,7 +481,7 @@ func (es *edgeState) retiredList() []uint64 {
 func (s *server) handleResume(w http.ResponseWriter, r *http.Request) {
 	edge, he := s.identity(r)
 	if he != nil {
-		writeJSON(w, he.status, wire.ErrorResponse{Error: he.msg, Permanent: true})
+		writeJSON(w, he.status, wire.ErrorResponse{Error: he.msg, Permanent: he.permanent()})
 		return
 	}
 	epoch, he := headerUint(r, wire.HeaderEpoch)
@@ -487,7 +506,7 @@ func (s *server) handleResume(w http.ResponseWriter, r *http.Request) {
 func (s *server) handleLosses(w http.ResponseWriter, r *http.Request) {
 	edge, he := s.identity(r)
 	if he != nil {
-		writeJSON(w, he.status, wire.ErrorResponse{Error: he.msg, Permanent: true})
+		writeJSON(w, he.status, wire.ErrorResponse{Error: he.msg, Permanent: he.permanent()})
 		return
 	}
 	var rep wire.LossReport
@@ -510,6 +529,16 @@ func (s *server) handleLosses(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusBadRequest, wire.ErrorResponse{Error: fmt.Sprintf("invalid loss range %+v", lr), Permanent: true})
 			return
 		}
+		if err := validLossReason(lr.Reason); err != nil {
+			writeJSON(w, http.StatusBadRequest, wire.ErrorResponse{Error: err.Error(), Permanent: true})
+			return
+		}
+		if e := credentialOf(r); e != nil && !e.allows(lr.Topic) {
+			s.lim.refuse(refuseTopic)
+			writeJSON(w, http.StatusForbidden, wire.ErrorResponse{
+				Error: fmt.Sprintf("topic %q is not allowed for edge %s (--edges-file allows %s)", lr.Topic, edge, e.topicsSrc)})
+			return
+		}
 	}
 	added, err := s.state.addLosses(edge, rep.Ranges, time.Now())
 	if err != nil {
@@ -523,7 +552,7 @@ func (s *server) handleLosses(w http.ResponseWriter, r *http.Request) {
 			slog.String("topic", lr.Topic), slog.Int("partition", int(lr.Partition)),
 			slog.Int64("first_offset", lr.FirstOffset), slog.Int64("last_offset", lr.LastOffset),
 			slog.Int64("records", lr.Records))
-		s.m.lost.WithLabelValues(edge, lr.Reason).Add(float64(lr.Records))
+		s.m.lost.WithLabelValues(edge, s.lim.reasonLabel(lr.Reason)).Add(float64(lr.Records))
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"ranges": len(rep.Ranges)})
 }
@@ -531,7 +560,20 @@ func (s *server) handleLosses(w http.ResponseWriter, r *http.Request) {
 // handleListLosses lists the loss ranges reported by agents, of one edge
 // (?edge=ID) or of all.
 func (s *server) handleListLosses(w http.ResponseWriter, r *http.Request) {
-	out, err := s.state.losses(r.URL.Query().Get("edge"))
+	edge := r.URL.Query().Get("edge")
+	// An authenticated edge sees only its own losses.
+	if e := credentialOf(r); e != nil {
+		if _, he := s.identityOf(r, e); he != nil {
+			writeJSON(w, he.status, wire.ErrorResponse{Error: he.msg})
+			return
+		}
+		if edge != "" && edge != e.id {
+			writeJSON(w, http.StatusForbidden, wire.ErrorResponse{Error: fmt.Sprintf("credential of edge %s cannot list the losses of edge %q", e.id, edge)})
+			return
+		}
+		edge = e.id
+	}
+	out, err := s.state.losses(edge)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, wire.ErrorResponse{Error: err.Error()})
 		return

@@ -48,7 +48,7 @@ type lossRecord struct {
 }
 
 func openState(dir string) (*state, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
 	db, err := bolt.Open(filepath.Join(dir, "aggregator.db"), 0o640, &bolt.Options{Timeout: time.Second})

@@ -63,6 +63,12 @@ func (s *server) handleTopicConfigs(w http.ResponseWriter, r *http.Request) {
 			fail(http.StatusBadRequest, true, "topic config report names topic "+tc.Topic+" twice")
 			return
 		}
+		if e := credentialOf(r); e != nil && !e.allows(tc.Topic) {
+			s.log.Warn("refused topic config report for a topic outside the edge's rule", slog.String("edge", edge),
+				slog.String("topic", tc.Topic), slog.String("allowed", e.topicsSrc), remote(r))
+			fail(http.StatusForbidden, true, fmt.Sprintf("topic %q is not allowed for edge %s (--edges-file allows %s)", tc.Topic, edge, e.topicsSrc))
+			return
+		}
 		seen[tc.Topic] = true
 	}
 	out := wire.TopicConfigResponse{Topics: make([]wire.TopicConfigResult, 0, len(rep.Topics))}

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +29,8 @@ import (
 	"github.com/edgemirror/edgemirror/agent"
 	"github.com/edgemirror/edgemirror/aggregator"
 	"github.com/edgemirror/edgemirror/buffer"
+	"github.com/edgemirror/edgemirror/internal/kafkaconn"
+	"github.com/edgemirror/edgemirror/internal/secfile"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -125,12 +128,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 
 // common holds the flags every long-running command has.
 type common struct {
-	metricsAddr string
-	logLevel    string
-	logFormat   string
-	check       bool
-	pprof       bool
-	memLimit    int64
+	metricsAddr  string
+	logLevel     string
+	logFormat    string
+	check        bool
+	checkConnect bool
+	pprof        bool
+	memLimit     int64
 }
 
 func (c *common) register(cmd *command) {
@@ -140,7 +144,46 @@ func (c *common) register(cmd *command) {
 	cmd.choice(&c.logFormat, "log-format", []string{"text", "json"}, "log format: text or json")
 	cmd.bytes(&c.memLimit, "memory-limit", "soft memory limit of the Go runtime (as GOMEMLIMIT, which wins if set); the garbage collector works harder near it; 0 disables")
 	cmd.boolv(&c.pprof, "pprof", "also serve Go profiles under /debug/pprof/ on --metrics-addr")
-	cmd.boolv(&c.check, "check", "validate the configuration, print it and exit (0 if valid)")
+	cmd.boolv(&c.check, "check", "validate the configuration (and read every certificate, key, token and edges file), print it and exit (0 if valid)")
+	cmd.boolv(&c.checkConnect, "check-connect", "like --check, but also connect to every configured endpoint and Kafka cluster (TLS, SASL) and exit 0 only if all answer")
+}
+
+// kafkaFlags registers the --kafka-* flags of the cluster a command talks to.
+func kafkaFlags(cmd *command, k *kafkaconn.Config, cluster string) {
+	cmd.boolv(&k.TLS, "kafka-tls", "connect to the "+cluster+" Kafka cluster with TLS")
+	cmd.str(&k.CAFile, "kafka-tls-ca", "PEM file of the CA that signed the "+cluster+" brokers' certificates (default: the system roots)")
+	cmd.str(&k.CertFile, "kafka-tls-cert", "PEM client certificate for the "+cluster+" brokers (mutual TLS)")
+	cmd.str(&k.KeyFile, "kafka-tls-key", "PEM private key of --kafka-tls-cert")
+	cmd.str(&k.ServerName, "kafka-tls-server-name", "name the "+cluster+" brokers' certificates must carry (default: the host of each broker address)")
+	cmd.choice(&k.SASLMechanism, "kafka-sasl-mechanism", kafkaconn.Mechanisms[1:], "SASL mechanism towards the "+cluster+" cluster: plain, scram-sha-256 or scram-sha-512 (empty: no SASL)")
+	cmd.str(&k.SASLUsername, "kafka-sasl-username", "SASL user name")
+	cmd.str(&k.SASLPasswordFile, "kafka-sasl-password-file", "file holding the SASL password (one line; keep it mode 0600)")
+}
+
+// reloader is a runner that re-reads its credentials on SIGHUP.
+type reloader interface{ Reload() }
+
+// connectChecker is a runner that can test its connections (--check-connect).
+type connectChecker interface {
+	CheckConnect(context.Context) error
+}
+
+// secretFiles warns about secret files that group or others can read.
+func warnLooseFiles(warn func(string), files map[string]string) {
+	names := make([]string, 0, len(files))
+	for flag := range files {
+		names = append(names, flag)
+	}
+	sort.Strings(names)
+	for _, flag := range names {
+		path := files[flag]
+		if path == "" {
+			continue
+		}
+		if mode, loose := secfile.LooseMode(path); loose {
+			warn(fmt.Sprintf("%s %s is readable by group or others (mode %#o); chmod 600 it", flag, path, mode))
+		}
+	}
 }
 
 // applyMemoryLimit sets the runtime's soft memory limit unless GOMEMLIMIT
@@ -246,6 +289,13 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cmd.intv(&cfg.Inflight, "inflight", "chunks in flight at once (pipelining hides the link's round-trip time)")
 	cmd.duration(&cfg.RequestTimeout, "request-timeout", "an upload is cut when none of its bytes (nor of its connection) moved for this long; also how long the aggregator's answer may take after the last byte")
 	cmd.duration(&cfg.MaxBackoff, "max-backoff", "longest wait between two attempts to ship a chunk")
+	cmd.section("Aggregator security")
+	cmd.str(&cfg.TLSCA, "tls-ca", "PEM file of the CA that signed the aggregator's certificate (default: the system roots); the server name is always verified")
+	cmd.str(&cfg.TLSCert, "tls-cert", "PEM client certificate naming this edge (URI SAN edgemirror://edge/<id> or CN <id>); re-read on SIGHUP")
+	cmd.str(&cfg.TLSKey, "tls-key", "PEM private key of --tls-cert")
+	cmd.str(&cfg.TokenFile, "token-file", "file holding this edge's bearer token (one line); re-read on SIGHUP")
+	cmd.section("Edge Kafka security")
+	kafkaFlags(cmd, &cfg.Kafka, "edge")
 	cmd.section("Edge Kafka tuning")
 	cmd.duration(&cfg.MetadataInterval, "metadata-interval", "how often topics and partitions are re-listed (new ones are picked up within it)")
 	cmd.bytes(&fetchBytes, "fetch-max-bytes", "largest fetch response from the edge cluster")
@@ -273,13 +323,12 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err := cfg.Validate(); err != nil {
 		return &usageError{message: err.Error(), hint: cmd.example}
 	}
-	if co.check {
-		fmt.Fprintf(stdout, "configuration valid: agent edge-id=%s brokers=%s aggregator=%s buffer=%s (max %s, %s) batch=%d linger=%s bandwidth=%d compression=%s/%s inflight=%d sync-topic-configs=%t\n",
-			cfg.EdgeID, strings.Join(cfg.Brokers, ","), cfg.Aggregator, cfg.BufferDir, fmtBytes(cfg.BufferMaxBytes), cfg.BufferFull,
-			cfg.BatchBytes, cfg.Linger, cfg.Bandwidth, cfg.Compression, cfg.CompressionLevel, cfg.Inflight, cfg.SyncTopicConfigs)
-		return nil
-	}
-	return co.serve(ctx, stderr, func(log *slog.Logger, reg prometheus.Registerer) (runner, error) {
+	summary := fmt.Sprintf("configuration valid: agent edge-id=%s brokers=%s (%s) aggregator=%s credential=%s buffer=%s (max %s, %s) batch=%d linger=%s bandwidth=%d compression=%s/%s inflight=%d sync-topic-configs=%t",
+		cfg.EdgeID, strings.Join(cfg.Brokers, ","), cfg.Kafka, cfg.Aggregator, agentCredential(cfg), cfg.BufferDir, fmtBytes(cfg.BufferMaxBytes), cfg.BufferFull,
+		cfg.BatchBytes, cfg.Linger, cfg.Bandwidth, cfg.Compression, cfg.CompressionLevel, cfg.Inflight, cfg.SyncTopicConfigs)
+	secrets := cfg.Kafka.SecretFiles()
+	secrets["--tls-key"], secrets["--token-file"] = cfg.TLSKey, cfg.TokenFile
+	return co.serve(ctx, stdout, stderr, secrets, summary, func(log *slog.Logger, reg prometheus.Registerer) (runner, error) {
 		cfg.Logger, cfg.Registerer = log, reg
 		return agent.New(cfg)
 	})
@@ -290,13 +339,51 @@ type runner interface{ Run(context.Context) error }
 
 // serve sets up logging, the memory limit and the metrics listener, builds
 // the runner and runs it until ctx ends.
-func (c *common) serve(ctx context.Context, stderr io.Writer, build func(*slog.Logger, prometheus.Registerer) (runner, error)) error {
+func (c *common) serve(ctx context.Context, stdout, stderr io.Writer, secrets map[string]string, summary string,
+	build func(*slog.Logger, prometheus.Registerer) (runner, error)) error {
 	log := c.logger(stderr)
+	if c.check || c.checkConnect {
+		// Building validates every file; nothing is started.
+		warnLooseFiles(func(s string) { fmt.Fprintln(stderr, "warning: "+s) }, secrets)
+		r, err := build(slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		if err != nil {
+			return err
+		}
+		if c.checkConnect {
+			cc, ok := r.(connectChecker)
+			if !ok {
+				return errors.New("--check-connect is not supported by this command")
+			}
+			if err := cc.CheckConnect(ctx); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, "connections ok")
+		}
+		fmt.Fprintln(stdout, summary)
+		return nil
+	}
+	warnLooseFiles(func(s string) { log.Warn(s) }, secrets)
 	reg := newRegistry()
 	c.applyMemoryLimit(log)
 	r, err := build(log, reg)
 	if err != nil {
 		return err
+	}
+	if rl, ok := r.(reloader); ok {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					log.Info("SIGHUP: reloading credentials")
+					rl.Reload()
+				}
+			}
+		}()
 	}
 	stopMetrics, err := serveMetrics(ctx, c.metricsAddr, c.pprof, reg, log)
 	if err != nil {
@@ -310,10 +397,11 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cfg := aggregator.DefaultConfig()
 	co := common{logLevel: "info", logFormat: "text"}
 	var (
-		maxChunk    = cfg.MaxChunkBytes
-		maxRaw      = cfg.MaxRawBytes
-		hubBatch    = int64(cfg.HubBatchBytes)
-		compression = "lz4"
+		maxChunk     = cfg.MaxChunkBytes
+		maxRaw       = cfg.MaxRawBytes
+		hubBatch     = int64(cfg.HubBatchBytes)
+		compression  = "lz4"
+		maxReqHeader = int64(cfg.MaxRequestHeaderBytes)
 	)
 	cmd := newCommand("aggregator",
 		"Receives chunks from edge agents, drops records the hub already has (by source offset), and writes\n"+
@@ -321,11 +409,32 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 			"edge; any number of aggregators may serve an edge). Hub consumers must read with isolation.level=read_committed.",
 		"edgemirror aggregator --brokers 127.0.0.1:9092 --listen :8080 --state-dir /var/lib/edgemirror-aggregator")
 	cmd.section("Listener")
-	cmd.str(&cfg.Listen, "listen", "address of the chunk API (HTTP/1.1 and h2c)")
+	cmd.str(&cfg.Listen, "listen", "address of the chunk API (HTTP/1.1 and h2c, or HTTPS with --tls-cert); other than loopback it needs --tls-cert and --edges-file, or --insecure-accept-any-edge")
 	cmd.bytes(&maxChunk, "max-chunk-bytes", "largest chunk accepted, as received (compressed)")
 	cmd.bytes(&maxRaw, "max-raw-bytes", "largest decompressed chunk payload accepted")
 	cmd.duration(&cfg.OrderWait, "order-wait", "how long a chunk that arrived before its predecessor waits before it is answered 503")
 	cmd.duration(&cfg.ShutdownTimeout, "shutdown-timeout", "bound on the graceful shutdown (chunks cut short are not acknowledged)")
+	cmd.section("Security")
+	cmd.str(&cfg.TLSCert, "tls-cert", "PEM certificate: serve HTTPS (TLS 1.2+, HTTP/2 and HTTP/1.1); reloaded on SIGHUP")
+	cmd.str(&cfg.TLSKey, "tls-key", "PEM private key of --tls-cert; reloaded on SIGHUP")
+	cmd.str(&cfg.ClientCA, "client-ca", "PEM CA whose client certificates are verified; an edge's id is its URI SAN edgemirror://edge/<id>, else its CN; reloaded on SIGHUP")
+	cmd.str(&cfg.EdgesFile, "edges-file", "the edges allowed in, one per line: EDGE-ID cert|token:sha256:HEX [TOPIC-REGEX]; reloaded on SIGHUP (see docs/security.md)")
+	cmd.boolv(&cfg.InsecureAcceptAnyEdge, "insecure-accept-any-edge", "allow a non-loopback --listen without --edges-file and TLS: any client may then send as any edge (warned every 10 minutes)")
+	cmd.section("Limits")
+	cmd.intv(&cfg.MaxChunkRecords, "max-chunk-records", "most records in one chunk")
+	cmd.bytes(&cfg.MaxRecordBytes, "max-record-bytes", "largest record (key plus value); a chunk holding a larger one is refused with 413")
+	cmd.intv(&cfg.MaxRecordHeaders, "max-record-headers", "most headers on one record")
+	cmd.bytes(&cfg.MaxRecordHeaderBytes, "max-record-header-bytes", "largest total of header keys and values on one record")
+	cmd.bytes(&maxReqHeader, "max-request-header-bytes", "largest HTTP request header block")
+	cmd.duration(&cfg.ReadHeaderTimeout, "read-header-timeout", "bound on receiving a request's headers")
+	cmd.duration(&cfg.ReadTimeout, "read-timeout", "longest a request body may stall (no byte arriving) before the request is dropped; a slow upload that moves is never cut")
+	cmd.duration(&cfg.IdleTimeout, "idle-timeout", "idle connections are closed after this long")
+	cmd.intv(&cfg.MaxRequests, "max-requests", "API requests handled at once, all edges together (503 beyond)")
+	cmd.intv(&cfg.MaxEdgeRequests, "max-edge-requests", "API requests of one edge handled at once (429 beyond)")
+	cmd.intv(&cfg.EdgeRequestRate, "edge-request-rate", "API requests per second of one edge, bursts of twice as many (429 beyond); 0 is unlimited")
+	cmd.bytes(&cfg.MaxDecodedBytes, "max-decoded-bytes", "memory of all chunks being received, decoded and applied at once; a chunk waits up to --order-wait (at most half --read-timeout) for its share (503 after)")
+	cmd.intv(&cfg.MaxEdges, "max-edges", "distinct edge ids served (429 for more)")
+	cmd.intv(&cfg.MaxSourcePartitions, "max-source-partitions", "distinct (edge, topic, partition) the aggregator keeps state for (429 for more)")
 	cmd.section("Hub Kafka")
 	cmd.list(&cfg.Brokers, "brokers", "hub Kafka bootstrap brokers, comma-separated host:port (required)")
 	cmd.str(&cfg.TopicTemplate, "topic-template", "hub topic of an edge topic; {edge} and {topic} are replaced")
@@ -349,6 +458,8 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 		"KEY=VALUE set on every hub topic, winning over what the edge says (e.g. retention.ms=2592000000 for a longer\n"+
 			"      retention in the centre); repeat the flag for several, or separate them with ; (also in the environment variable).\n"+
 			"      Kafka refuses records without a key on compacted topics: set cleanup.policy=compact only for keyed edge topics")
+	cmd.section("Hub Kafka security")
+	kafkaFlags(cmd, &cfg.Kafka, "hub")
 	cmd.section("State")
 	cmd.str(&cfg.StateDir, "state-dir", "directory of the aggregator's state (resume points and loss reports; may be lost without duplicates)")
 	co.register(cmd)
@@ -361,24 +472,40 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	}
 	cfg.MaxChunkBytes, cfg.MaxRawBytes = maxChunk, maxRaw
 	cfg.HubBatchBytes = int(min(hubBatch, 1<<30))
+	cfg.MaxRequestHeaderBytes = int(min(maxReqHeader, 1<<30))
 	codecs := map[string]kafka.Compression{"none": 0, "gzip": kafka.Gzip, "snappy": kafka.Snappy, "lz4": kafka.Lz4, "zstd": kafka.Zstd}
 	cfg.HubCompression = codecs[compression]
 	if err := cfg.Validate(); err != nil {
 		return &usageError{message: err.Error(), hint: cmd.example}
 	}
-	if co.check {
-		fmt.Fprintf(stdout, "configuration valid: aggregator listen=%s brokers=%s state-dir=%s topic-template=%s max-chunk=%s sync-topic-configs=%t hub-topic-config=%s\n",
-			cfg.Listen, strings.Join(cfg.Brokers, ","), cfg.StateDir, cfg.TopicTemplate, fmtBytes(cfg.MaxChunkBytes),
-			cfg.SyncTopicConfigs, (&kvValue{p: &cfg.HubTopicConfigs}).String())
-		return nil
-	}
-	return co.serve(ctx, stderr, func(log *slog.Logger, reg prometheus.Registerer) (runner, error) {
+	summary := fmt.Sprintf("configuration valid: aggregator listen=%s tls=%t client-ca=%q edges-file=%q insecure-accept-any-edge=%t brokers=%s (%s) state-dir=%s topic-template=%s max-chunk=%s max-decoded=%s sync-topic-configs=%t hub-topic-config=%s",
+		cfg.Listen, cfg.TLSCert != "", cfg.ClientCA, cfg.EdgesFile, cfg.InsecureAcceptAnyEdge, strings.Join(cfg.Brokers, ","), cfg.Kafka,
+		cfg.StateDir, cfg.TopicTemplate, fmtBytes(cfg.MaxChunkBytes), fmtBytes(cfg.MaxDecodedBytes),
+		cfg.SyncTopicConfigs, (&kvValue{p: &cfg.HubTopicConfigs}).String())
+	secrets := cfg.Kafka.SecretFiles()
+	secrets["--tls-key"], secrets["--edges-file"] = cfg.TLSKey, cfg.EdgesFile
+	return co.serve(ctx, stdout, stderr, secrets, summary, func(log *slog.Logger, reg prometheus.Registerer) (runner, error) {
 		cfg.Logger, cfg.Registerer = log, reg
 		return aggregator.New(cfg)
 	})
 }
 
 func fmtBytes(n int64) string { return (*bytesValue)(&n).String() }
+
+// agentCredential names (never shows) how the agent authenticates.
+func agentCredential(cfg agent.Config) string {
+	var parts []string
+	if cfg.TLSCert != "" {
+		parts = append(parts, "cert:"+cfg.TLSCert)
+	}
+	if cfg.TokenFile != "" {
+		parts = append(parts, "token-file:"+cfg.TokenFile)
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ",")
+}
 
 func init() {
 	if bi, ok := debug.ReadBuildInfo(); ok && version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {

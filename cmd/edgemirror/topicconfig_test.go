@@ -9,7 +9,7 @@ import (
 )
 
 func TestHubTopicConfigFlag(t *testing.T) {
-	base := []string{"aggregator", "--brokers", "127.0.0.1:9092", "--check"}
+	base := []string{"aggregator", "--brokers", "127.0.0.1:9092", "--listen", "127.0.0.1:8080", "--check"}
 	for _, tc := range []struct {
 		name string
 		args []string

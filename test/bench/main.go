@@ -127,6 +127,7 @@ func run(ctx context.Context) error {
 		pprofDir   = flag.String("pprof", "", "start agent and aggregator with --pprof and write CPU (first 30 s of each throughput run) and heap profiles here, one directory per row")
 	)
 	agentFlags := flag.String("agent-flags", "", "extra agent flags for every edgemirror run, space-separated (experiments; the matrix uses the defaults)")
+	tlsOn := flag.Bool("tls", false, "run edgemirror with HTTPS between agent and aggregator and token authentication (an edges file), to compare with plain h2c")
 	latencyFor := flag.Duration("latency-for", 0, "length of each latency run (0: the matrix's own, 15 s quick, 30 s full)")
 	flag.DurationVar(&outageCut, "outage-cut", outageCut, "how long the outage run keeps the link down (the issue asks for 60 s)")
 	flag.Parse()
@@ -215,6 +216,11 @@ func run(ctx context.Context) error {
 		}
 	}
 	e.agentFlags = strings.Fields(*agentFlags)
+	if *tlsOn {
+		if e.tls, err = newBenchTLS(filepath.Join(workDir, "tls")); err != nil {
+			return err
+		}
+	}
 	logf("clusters ready in %s: edge %s (WAN listener %s advertised as %s), hub %s", time.Since(t0).Round(100*time.Millisecond),
 		e.edgeAddr, e.edgeWAN, e.mm2Proxy, e.hubAddr)
 

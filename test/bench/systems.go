@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgemirror/edgemirror/internal/testcerts"
 	"github.com/edgemirror/edgemirror/test/internal/harness"
 	realkafka "github.com/edgemirror/edgemirror/test/kafka"
 	"github.com/edgemirror/edgemirror/test/wan"
@@ -55,7 +58,40 @@ type env struct {
 	profileDir string
 	// agentFlags are added to every agent (--agent-flags, for experiments).
 	agentFlags []string
-	logf       func(format string, args ...any)
+	// tls, when set, makes the agent ship over HTTPS with a token (--tls).
+	tls  *benchTLS
+	logf func(format string, args ...any)
+}
+
+// benchTLS is the aggregator's certificate, its CA, an edges file and the
+// token of the bench's edge.
+type benchTLS struct {
+	caFile, certFile, keyFile, edgesFile, tokenFile string
+}
+
+func newBenchTLS(dir string) (*benchTLS, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	ca, err := testcerts.NewCA(dir, "bench-ca")
+	if err != nil {
+		return nil, err
+	}
+	p, err := ca.Issue("aggregator", testcerts.Options{CommonName: "aggregator", Server: true})
+	if err != nil {
+		return nil, err
+	}
+	const token = "bench-token-not-secret"
+	sum := sha256.Sum256([]byte(token))
+	b := &benchTLS{caFile: ca.CertFile, certFile: p.CertFile, keyFile: p.KeyFile,
+		edgesFile: filepath.Join(dir, "edges"), tokenFile: filepath.Join(dir, "token")}
+	if err := os.WriteFile(b.edgesFile, []byte(edgeID+" token:sha256:"+hex.EncodeToString(sum[:])+" .*\n"), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(b.tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // runProxy starts a WAN proxy in front of target; listen "" picks a port.
@@ -100,16 +136,24 @@ func startEdgemirror(ctx context.Context, e *env, name string, topics []string, 
 		prof = []string{"--pprof"}
 	}
 	s.aggMetricsAddr = "127.0.0.1:" + strconv.Itoa(ports[1])
+	aggFlags, scheme := prof, "http://"
+	if e.tls != nil {
+		aggFlags = append(aggFlags, "--tls-cert", e.tls.certFile, "--tls-key", e.tls.keyFile, "--edges-file", e.tls.edgesFile)
+		agentFlags = append(agentFlags, "--tls-ca", e.tls.caFile, "--token-file", e.tls.tokenFile)
+		scheme = "https://"
+	}
 	var err error
 	s.agg, err = startProc(dir, "aggregator", bin, nil, append([]string{"aggregator",
 		"--listen", aggAddr,
 		"--metrics-addr", "127.0.0.1:" + strconv.Itoa(ports[1]),
 		"--brokers", e.hubAddr,
-		"--state-dir", filepath.Join(dir, "aggregator-state")}, prof...)...)
+		"--state-dir", filepath.Join(dir, "aggregator-state")}, aggFlags...)...)
 	if err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, "http://"+aggAddr+"/healthz", 30*time.Second, s.agg); err != nil {
+	// The metrics listener answers /healthz once the aggregator is up,
+	// in plain HTTP whatever the chunk API speaks.
+	if err := waitHTTP(ctx, "http://"+s.aggMetricsAddr+"/healthz", 30*time.Second, s.agg); err != nil {
 		s.stop(ctx)
 		return nil, err
 	}
@@ -122,7 +166,7 @@ func startEdgemirror(ctx context.Context, e *env, name string, topics []string, 
 		"--edge-id", edgeID,
 		"--brokers", e.edgeAddr,
 		"--topics", strings.Join(topics, "|"),
-		"--aggregator", "http://" + s.px.Addr(),
+		"--aggregator", scheme + s.px.Addr(),
 		"--buffer-dir", filepath.Join(dir, "buffer"),
 		"--metrics-addr", s.metricsAddr,
 	}

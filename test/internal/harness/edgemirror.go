@@ -2,9 +2,12 @@ package harness
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,6 +23,11 @@ type Aggregator struct {
 	Addr        string // host:port of the chunk API
 	MetricsAddr string
 	StateDir    string
+	// URL is the chunk API's base URL: http://Addr, or https://Addr when
+	// started by StartSecureAggregator.
+	URL string
+	// Client talks to the chunk API (it trusts the server CA over TLS).
+	Client *http.Client
 }
 
 // StartAggregator starts an aggregator writing to hubBrokers and waits until
@@ -38,12 +46,53 @@ func StartAggregator(t testing.TB, hubBrokers []string, stateDir string, extra .
 		MetricsAddr: "127.0.0.1:" + strconv.Itoa(FreePort(t)),
 		StateDir:    stateDir,
 	}
+	a.URL, a.Client = "http://"+a.Addr, http.DefaultClient
 	args := append([]string{"aggregator",
 		"--listen", a.Addr,
 		"--metrics-addr", a.MetricsAddr,
 		"--brokers", strings.Join(hubBrokers, ","),
 		"--state-dir", stateDir,
 		"--log-level", "debug",
+	}, extra...)
+	a.Proc = StartProc(t, "aggregator", bin, args...)
+	a.WaitHealthy(t)
+	return a
+}
+
+// StartSecureAggregator starts an aggregator serving HTTPS with the server
+// certificate and key, trusting caFile for its health checks; extra holds
+// the other flags (--client-ca, --edges-file...).
+func StartSecureAggregator(t testing.TB, hubBrokers []string, certFile, keyFile, caFile string, extra ...string) *Aggregator {
+	t.Helper()
+	bin, err := Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatalf("no certificate in %s", caFile)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	t.Cleanup(tr.CloseIdleConnections)
+	a := &Aggregator{
+		Addr:        "127.0.0.1:" + strconv.Itoa(FreePort(t)),
+		MetricsAddr: "127.0.0.1:" + strconv.Itoa(FreePort(t)),
+		StateDir:    filepath.Join(t.TempDir(), "aggregator-state"),
+		Client:      &http.Client{Transport: tr, Timeout: 10 * time.Second},
+	}
+	a.URL = "https://" + a.Addr
+	args := append([]string{"aggregator",
+		"--listen", a.Addr,
+		"--metrics-addr", a.MetricsAddr,
+		"--brokers", strings.Join(hubBrokers, ","),
+		"--state-dir", a.StateDir,
+		"--settle-time", "500ms",
+		"--log-level", "debug",
+		"--tls-cert", certFile, "--tls-key", keyFile,
 	}, extra...)
 	a.Proc = StartProc(t, "aggregator", bin, args...)
 	a.WaitHealthy(t)
@@ -57,7 +106,7 @@ func (a *Aggregator) WaitHealthy(t testing.TB) {
 		if !a.Running() {
 			return fmt.Errorf("aggregator exited:\n%s", a.Tail(20))
 		}
-		resp, err := http.Get("http://" + a.Addr + "/healthz")
+		resp, err := a.Client.Get(a.URL + "/healthz")
 		if err != nil {
 			return err
 		}
@@ -71,11 +120,11 @@ func (a *Aggregator) WaitHealthy(t testing.TB) {
 
 // Losses returns the loss ranges agents reported to the aggregator.
 func (a *Aggregator) Losses(ctx context.Context, edge string) ([]Lost, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.Addr+"/v1/losses?edge="+edge, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.URL+"/v1/losses?edge="+edge, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := a.Client.Do(req)
 	if err != nil {
 		return nil, err
 	}

@@ -159,6 +159,36 @@ func (p *Proc) Stop(timeout time.Duration) error {
 	return p.err
 }
 
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig os.Signal) error {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	return cmd.Process.Signal(sig)
+}
+
+// Pid is the process id of the running process.
+func (p *Proc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Pid
+}
+
+// PeakRSS returns the process's peak resident set size (VmHWM) in bytes.
+func (p *Proc) PeakRSS() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", p.Pid())
+}
+
 // Restart starts the process again with the same arguments (after Kill or Stop).
 func (p *Proc) Restart() { p.start() }
 

@@ -218,7 +218,12 @@ func fromKgo(r *kgo.Record) Rec {
 // ReadAll reads every record of the given topics from brokers, up to the end
 // offsets at the time of the call, and returns them per topic and partition.
 func ReadAll(ctx context.Context, brokers []string, topics ...string) (map[string]map[int32][]*kgo.Record, error) {
-	adm, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	return ReadAllOpts(ctx, nil, brokers, topics...)
+}
+
+// ReadAllOpts is ReadAll with extra client options (TLS, SASL).
+func ReadAllOpts(ctx context.Context, opts []kgo.Opt, brokers []string, topics ...string) (map[string]map[int32][]*kgo.Record, error) {
+	adm, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -258,8 +263,8 @@ func ReadAll(ctx context.Context, brokers []string, topics ...string) (map[strin
 	}
 	// Read everything up to the high watermark, markers included, and keep
 	// what a read_committed consumer sees (testkit.Committed).
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumePartitions(want),
-		kgo.FetchIsolationLevel(kgo.ReadUncommitted()), kgo.KeepControlRecords())
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ConsumePartitions(want),
+		kgo.FetchIsolationLevel(kgo.ReadUncommitted()), kgo.KeepControlRecords()}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +328,12 @@ func CountCommitted(ctx context.Context, brokers []string, topics ...string) (in
 // CountAll returns how many records the topics hold (end minus start
 // offsets). For a topic written in transactions use CountCommitted.
 func CountAll(ctx context.Context, brokers []string, topics ...string) (int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	return CountAllOpts(ctx, nil, brokers, topics...)
+}
+
+// CountAllOpts is CountAll with extra client options (TLS, SASL).
+func CountAllOpts(ctx context.Context, opts []kgo.Opt, brokers []string, topics ...string) (int64, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
 	if err != nil {
 		return 0, err
 	}
@@ -362,13 +372,18 @@ type Lost struct {
 // record of a lost range appears. template maps a source topic to its hub
 // topic.
 func Check(ctx context.Context, hubBrokers []string, edge string, produced *Produced, lost []Lost, template func(string) string) error {
+	return CheckOpts(ctx, nil, hubBrokers, edge, produced, lost, template)
+}
+
+// CheckOpts is Check with extra client options for the hub (TLS, SASL).
+func CheckOpts(ctx context.Context, opts []kgo.Opt, hubBrokers []string, edge string, produced *Produced, lost []Lost, template func(string) string) error {
 	produced.mu.Lock()
 	defer produced.mu.Unlock()
 	var hubTopics []string
 	for t := range produced.recs {
 		hubTopics = append(hubTopics, template(t))
 	}
-	got, err := ReadAll(ctx, hubBrokers, hubTopics...)
+	got, err := ReadAllOpts(ctx, opts, hubBrokers, hubTopics...)
 	if err != nil {
 		return err
 	}
