@@ -30,6 +30,7 @@ type Agent struct {
 	cfg Config
 	log *slog.Logger
 	m   *metrics
+	h   *health
 }
 
 // New validates cfg and returns an Agent. It starts nothing.
@@ -41,7 +42,7 @@ func New(cfg Config) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Agent{cfg: cfg, log: log.With(slog.String("edge", cfg.EdgeID)), m: newMetrics()}, nil
+	return &Agent{cfg: cfg, log: log.With(slog.String("edge", cfg.EdgeID)), m: newMetrics(), h: newHealth(0)}, nil
 }
 
 // Run mirrors until ctx is cancelled. It returns nil after a clean stop, or
@@ -92,9 +93,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("parse --aggregator: %w", err)
 	}
-	hc := newHTTPClient(ctx, base, newLimiter(a.cfg.Bandwidth), a.m)
+	// Chunks and heartbeats share one token bucket: the cap covers both.
+	lim := newLimiter(a.cfg.Bandwidth)
+	hc := newHTTPClient(ctx, base, lim, a.m)
 	defer hc.CloseIdleConnections()
-	sh := &shipper{cfg: &a.cfg, log: a.log, store: store, client: hc, base: base, m: a.m}
+	a.h.startSeq = store.NextSeq()
+	defer a.h.close()
+	sh := &shipper{cfg: &a.cfg, log: a.log, store: store, client: hc, base: base, m: a.m, h: a.h, link: newLink()}
+	hbc := newHeartbeatClient(ctx, base, lim, a.m)
+	defer hbc.CloseIdleConnections()
+	hb := &heartbeater{cfg: &a.cfg, log: a.log, store: store, h: a.h, m: a.m, client: hbc,
+		url: base.JoinPath(wire.PathHeartbeat).String(), link: sh.link.isUp}
 
 	a.log.Info("agent started", slog.String("brokers", fmt.Sprint(a.cfg.Brokers)),
 		slog.String("aggregator", a.cfg.Aggregator), slog.Uint64("epoch", store.Epoch()),
@@ -103,6 +112,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.readLoop(gctx, rd, store, enc) })
 	g.Go(func() error { return sh.run(gctx) })
+	g.Go(func() error { return hb.run(gctx) })
 	err = g.Wait()
 	st := store.Stats()
 	a.log.Info("agent stopped", slog.Int("buffered_chunks", st.Chunks), slog.Int64("buffered_records", st.Records))
@@ -264,7 +274,13 @@ func (a *Agent) appendChunk(ctx context.Context, rd *reader, store *buffer.Store
 	if err != nil {
 		return fmt.Errorf("encode chunk %d: %w", meta.Seq, err)
 	}
-	if err := store.Append(ctx, frame, meta, next); err != nil {
+	a.h.appendSince.Store(time.Now().UnixNano())
+	err = store.Append(ctx, frame, meta, next)
+	a.h.appendSince.Store(0)
+	if err == nil {
+		a.h.appended(meta.Seq, oldestTimestamp(recs, time.Now()))
+	}
+	if err != nil {
 		if !errors.Is(err, buffer.ErrTooLarge) {
 			return fmt.Errorf("buffer chunk %d: %w", meta.Seq, err)
 		}

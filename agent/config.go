@@ -41,6 +41,9 @@ const (
 	DefaultMaxBackoff = 30 * time.Second
 	// DefaultLossReportInterval is how often pending loss reports are sent.
 	DefaultLossReportInterval = 5 * time.Second
+	// DefaultHeartbeatInterval is how often the agent reports its backlog,
+	// RPO and losses to the aggregator, whatever else it is doing.
+	DefaultHeartbeatInterval = 10 * time.Second
 	// MaxBatchBytes is the largest chunk the agent builds (the aggregator's
 	// default --max-chunk-bytes is 16MiB for the compressed frame).
 	MaxBatchBytes = 16 << 20
@@ -99,6 +102,10 @@ type Config struct {
 	RequestTimeout   time.Duration
 	MaxBackoff       time.Duration
 	LossInterval     time.Duration
+	// HeartbeatInterval is the time between two heartbeats.
+	HeartbeatInterval time.Duration
+	// Version is reported in heartbeats (the build version).
+	Version string
 
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics registered
@@ -108,20 +115,22 @@ type Config struct {
 // Aggregator have no default.
 func DefaultConfig() Config {
 	return Config{
-		Topics:           DefaultTopics,
-		BufferDir:        DefaultBufferDir,
-		BufferMaxBytes:   DefaultBufferMaxBytes,
-		BufferFull:       buffer.PolicyBlock,
-		BatchBytes:       DefaultBatchBytes,
-		Linger:           DefaultLinger,
-		Compression:      wire.CodecZstd,
-		CompressionLevel: wire.LevelDefault,
-		Inflight:         DefaultInflight,
-		MetadataInterval: DefaultMetadataInterval,
-		FetchMaxBytes:    DefaultFetchMaxBytes,
-		RequestTimeout:   DefaultRequestTimeout,
-		MaxBackoff:       DefaultMaxBackoff,
-		LossInterval:     DefaultLossReportInterval,
+		Topics:            DefaultTopics,
+		BufferDir:         DefaultBufferDir,
+		BufferMaxBytes:    DefaultBufferMaxBytes,
+		BufferFull:        buffer.PolicyBlock,
+		BatchBytes:        DefaultBatchBytes,
+		Linger:            DefaultLinger,
+		Compression:       wire.CodecZstd,
+		CompressionLevel:  wire.LevelDefault,
+		Inflight:          DefaultInflight,
+		MetadataInterval:  DefaultMetadataInterval,
+		FetchMaxBytes:     DefaultFetchMaxBytes,
+		RequestTimeout:    DefaultRequestTimeout,
+		MaxBackoff:        DefaultMaxBackoff,
+		LossInterval:      DefaultLossReportInterval,
+		HeartbeatInterval: DefaultHeartbeatInterval,
+		Version:           "dev",
 	}
 }
 
@@ -195,6 +204,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBackoff <= 0 {
 		return bad("--max-backoff", c.MaxBackoff, "must be positive")
+	}
+	if c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > time.Hour {
+		return bad("--heartbeat-interval", c.HeartbeatInterval, "must be between 100ms and 1h (the aggregator's --disconnect-after must be longer)")
 	}
 	if c.LossInterval <= 0 {
 		return bad("--loss-report-interval", c.LossInterval, "must be positive")

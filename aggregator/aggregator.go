@@ -80,7 +80,22 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	client := &kafka.Client{Addr: kafka.TCP(a.cfg.Brokers...), Transport: tr, Timeout: a.cfg.HubTimeout}
 	h := newHub(&a.cfg, a.log, client, a.m)
 
-	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, dec: dec, m: a.m,
+	fl := newFleet(&a.cfg, a.log, client, a.m)
+	fc := &fleetCollector{f: fl}
+	if a.cfg.Registerer != nil {
+		if err := a.cfg.Registerer.Register(fc); err != nil {
+			return fmt.Errorf("register fleet metrics: %w", err)
+		}
+		defer a.cfg.Registerer.Unregister(fc)
+	}
+	fctx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
+	fleetDone := make(chan struct{})
+	go func() { defer close(fleetDone); fl.run(fctx) }()
+	// Stopped after the HTTP server (handlers may still write), before the
+	// hub client goes.
+	defer func() { stopFleet(); <-fleetDone }()
+
+	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, fleet: fl, dec: dec, m: a.m,
 		edges: make(map[string]*edgeState), stopping: make(chan struct{})}
 
 	ln, err := net.Listen("tcp", a.cfg.Listen)

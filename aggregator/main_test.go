@@ -83,7 +83,7 @@ func newTestServer(t testing.TB, hub *kfake.Cluster, stateDir string, mutate fun
 	tr := &kafka.Transport{ClientID: "aggregator-test", DialTimeout: 5 * time.Second, MetadataTTL: time.Second}
 	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: tr, Timeout: cfg.HubTimeout}
 	m := newMetrics()
-	srv := &server{cfg: &cfg, log: log, hub: newHub(&cfg, log, client, m), state: st, dec: dec, m: m,
+	srv := &server{cfg: &cfg, log: log, hub: newHub(&cfg, log, client, m), state: st, fleet: newFleet(&cfg, log, client, m), dec: dec, m: m,
 		edges: make(map[string]*edgeState), stopping: make(chan struct{})}
 	hs := httptest.NewServer(srv.routes())
 	httpTr := &http.Transport{}

@@ -21,6 +21,11 @@ type metrics struct {
 	receivedBytes   prometheus.Counter
 	edges           prometheus.Gauge
 
+	heartbeats         *prometheus.CounterVec
+	fleetReadErrors    prometheus.Counter
+	fleetWriteErrors   prometheus.Counter
+	fleetWriteDuration prometheus.Histogram
+
 	collectors promutil.Set
 }
 
@@ -48,9 +53,19 @@ func newMetrics() *metrics {
 			Name: "chunk_bytes_received_total", Help: "Chunk frame bytes received."}),
 		edges: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "aggregator",
 			Name: "edges", Help: "Edges seen since start."}),
+		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "heartbeats_total", Help: "Heartbeats received, by result (ok, invalid, unavailable)."}, []string{"result"}),
+		fleetReadErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "fleet_read_errors_total", Help: "Failed reads of the status and events topics."}),
+		fleetWriteErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "fleet_write_errors_total", Help: "Failed writes to the status and events topics."}),
+		fleetWriteDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "fleet_write_duration_seconds", Help: "Duration of one write to the status or events topic.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 	}
 	m.collectors = promutil.Set{m.chunks, m.written, m.duplicates, m.produceErrors, m.produceDuration,
-		m.applyDuration, m.derivations, m.lost, m.receivedBytes, m.edges}
+		m.applyDuration, m.derivations, m.lost, m.receivedBytes, m.edges,
+		m.heartbeats, m.fleetReadErrors, m.fleetWriteErrors, m.fleetWriteDuration}
 	return m
 }
 

@@ -45,6 +45,7 @@ type server struct {
 	log   *slog.Logger
 	hub   *hub
 	state *state
+	fleet *fleet
 	dec   *wire.Decoder
 	m     *metrics
 
@@ -64,6 +65,8 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST "+wire.PathLosses, s.handleLosses)
 	mux.HandleFunc("GET "+wire.PathLosses, s.handleListLosses)
 	mux.HandleFunc("GET "+wire.PathResume, s.handleResume)
+	mux.HandleFunc("POST "+wire.PathHeartbeat, s.handleHeartbeat)
+	mux.HandleFunc("GET "+wire.PathEdges, s.handleEdges)
 	mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -342,14 +345,20 @@ func (s *server) handleLosses(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	added, err := s.state.addLosses(edge, rep.Ranges, time.Now())
+	// The hub's events topic is the durable, shared record of losses: the
+	// report is answered only after it holds every range (written exactly
+	// once, whichever aggregator got the report first).
+	written, err := s.fleet.writeLosses(r.Context(), edge, rep.Ranges)
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: "store loss report: " + err.Error()})
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: "store loss events in hub: " + err.Error()})
 		return
 	}
-	// Only ranges not stored before: a report is re-sent when its answer
+	if _, err := s.state.addLosses(edge, rep.Ranges, time.Now()); err != nil {
+		s.log.Warn("store loss report in local state; the hub has it", slog.String("edge", edge), slog.Any("error", err))
+	}
+	// Only ranges not written before: a report is re-sent when its answer
 	// was lost.
-	for _, lr := range added {
+	for _, lr := range written {
 		s.log.Warn("edge reported lost records", slog.String("edge", edge), slog.String("reason", lr.Reason),
 			slog.String("topic", lr.Topic), slog.Int("partition", int(lr.Partition)),
 			slog.Int64("first_offset", lr.FirstOffset), slog.Int64("last_offset", lr.LastOffset),
@@ -357,20 +366,6 @@ func (s *server) handleLosses(w http.ResponseWriter, r *http.Request) {
 		s.m.lost.WithLabelValues(edge, lr.Reason).Add(float64(lr.Records))
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"ranges": len(rep.Ranges)})
-}
-
-// handleListLosses lists the loss ranges reported by agents, of one edge
-// (?edge=ID) or of all.
-func (s *server) handleListLosses(w http.ResponseWriter, r *http.Request) {
-	out, err := s.state.losses(r.URL.Query().Get("edge"))
-	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, wire.ErrorResponse{Error: err.Error()})
-		return
-	}
-	if out == nil {
-		out = []lossRecord{}
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

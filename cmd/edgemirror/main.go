@@ -85,6 +85,8 @@ exactly once, over slow and unreliable links.
 Usage:
   edgemirror agent [flags]        run at the edge: read edge Kafka, buffer, ship
   edgemirror aggregator [flags]   run in the data centre: receive, dedupe, write to hub Kafka
+  edgemirror status [flags]       show every edge: state, backlog, RPO, losses
+  edgemirror losses [flags]       list the lost ranges recorded in the hub
   edgemirror version              print the version
 
 Run "edgemirror COMMAND --help" for the flags of a command.
@@ -103,6 +105,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return runAgent(ctx, args[1:], stdout, stderr, getenv)
 	case "aggregator":
 		return runAggregator(ctx, args[1:], stdout, stderr, getenv)
+	case "status":
+		return runStatus(ctx, args[1:], stdout, stderr, getenv)
+	case "losses":
+		return runLosses(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "edgemirror %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
@@ -236,6 +242,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cmd.intv(&cfg.Inflight, "inflight", "chunks in flight at once (pipelining hides the link's round-trip time)")
 	cmd.duration(&cfg.RequestTimeout, "request-timeout", "bound on one chunk upload, added to the time --bandwidth needs for it")
 	cmd.duration(&cfg.MaxBackoff, "max-backoff", "longest wait between two attempts to ship a chunk")
+	cmd.duration(&cfg.HeartbeatInterval, "heartbeat-interval", "how often backlog, RPO and losses are reported to the aggregator, also when idle, blocked or refused (on a connection of their own)")
 	cmd.section("Edge Kafka tuning")
 	cmd.duration(&cfg.MetadataInterval, "metadata-interval", "how often topics and partitions are re-listed (new ones are picked up within it)")
 	cmd.bytes(&fetchBytes, "fetch-max-bytes", "largest fetch response from the edge cluster")
@@ -247,6 +254,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		}
 		return err
 	}
+	cfg.Version = version
 	cfg.BufferFull, _ = buffer.ParsePolicy(policy)
 	cfg.Compression, _ = wire.ParseCodec(compression)
 	cfg.CompressionLevel, _ = wire.ParseLevel(level)
@@ -317,6 +325,13 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cmd.duration(&cfg.HubTimeout, "hub-timeout", "bound on one request to the hub")
 	cmd.duration(&cfg.SettleTime, "settle-time", "after an ambiguous produce error, how long a partition must stay still before its tail is trusted")
 	cmd.intv(&cfg.ParallelPartitions, "parallel-partitions", "partitions of one chunk produced at once")
+	cmd.section("Fleet view")
+	cmd.str(&cfg.StatusTopic, "status-topic", "compacted hub topic holding one status record per edge (shared by every aggregator)")
+	cmd.str(&cfg.EventsTopic, "events-topic", "hub topic of loss events, keyed by edge")
+	cmd.duration(&cfg.DisconnectAfter, "disconnect-after", "an edge not heard from for this long is shown disconnected (keep above the agents' --heartbeat-interval)")
+	cmd.duration(&cfg.BehindAfter, "behind-after", "an edge whose RPO is above this is shown behind")
+	cmd.duration(&cfg.FleetRefresh, "fleet-refresh", "how often the status and events topics are read back (what other aggregators received)")
+	cmd.str(&cfg.AggregatorID, "aggregator-id", "name of this aggregator in status records and loss events (default: the host name)")
 	cmd.section("State")
 	cmd.str(&cfg.StateDir, "state-dir", "directory of the aggregator's state (resume points and loss reports; may be lost without duplicates)")
 	co.register(cmd)

@@ -1,0 +1,282 @@
+package aggregator
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgemirror/edgemirror/internal/wire"
+)
+
+func (s *testServer) heartbeat(t testing.TB, edge string, hb wire.Heartbeat) int {
+	t.Helper()
+	b, _ := json.Marshal(hb)
+	req, _ := http.NewRequest(http.MethodPost, s.url+wire.PathHeartbeat, bytes.NewReader(b))
+	req.Header.Set(wire.HeaderEdge, edge)
+	req.Header.Set("Content-Type", wire.ContentTypeJSON)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (s *testServer) edgesView(t testing.TB) map[string]wire.EdgeStatus {
+	t.Helper()
+	var rows []wire.EdgeStatus
+	if code := getJSON(t, s.client, s.url+wire.PathEdges, nil, &rows); code != 200 {
+		t.Fatalf("GET %s: %d", wire.PathEdges, code)
+	}
+	out := make(map[string]wire.EdgeStatus, len(rows))
+	for i, r := range rows {
+		if i > 0 && rows[i-1].Edge >= r.Edge {
+			t.Errorf("rows not sorted by edge: %q before %q", rows[i-1].Edge, r.Edge)
+		}
+		out[r.Edge] = r
+	}
+	return out
+}
+
+func (s *testServer) postLosses(t testing.TB, edge string, rep wire.LossReport) int {
+	t.Helper()
+	b, _ := json.Marshal(rep)
+	req, _ := http.NewRequest(http.MethodPost, s.url+wire.PathLosses, bytes.NewReader(b))
+	req.Header.Set(wire.HeaderEdge, edge)
+	req.Header.Set("Content-Type", wire.ContentTypeJSON)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestFleetViewSharedThroughHub: a heartbeat received by one aggregator is
+// in the fleet view of another one with its own (empty) state, because the
+// view is kept in the hub's status topic; configured edges never heard of
+// are never-seen; a silent edge turns disconnected and its RPO grows.
+func TestFleetViewSharedThroughHub(t *testing.T) {
+	hub := newHubCluster(t)
+	edges := func(c *Config) {
+		c.DisconnectAfter = 1500 * time.Millisecond
+		c.BehindAfter = 30 * time.Second
+		c.FleetRefresh = 100 * time.Millisecond
+		c.EdgeIDs = func() []string { return []string{"plant-1", "plant-9"} }
+	}
+	a := newTestServer(t, hub, "", func(c *Config) { edges(c); c.AggregatorID = "agg-a" })
+	b := newTestServer(t, hub, filepath.Join(t.TempDir(), "b"), func(c *Config) { edges(c); c.AggregatorID = "agg-b" })
+
+	hb := wire.Heartbeat{Version: "1.2.3", Epoch: 7, BacklogChunks: 3, BacklogRecords: 1200, BacklogBytes: 65536,
+		RPOSeconds: 4.5, BufferFillRatio: 0.25, RecordsPerSecond: 310, LinkUp: true, IntervalSeconds: 10}
+	if code := a.heartbeat(t, "plant-1", hb); code != 200 {
+		t.Fatalf("heartbeat: %d", code)
+	}
+	slow := hb
+	slow.RPOSeconds, slow.Version = 95, "1.2.2"
+	if code := a.heartbeat(t, "plant-2", slow); code != 200 {
+		t.Fatalf("heartbeat: %d", code)
+	}
+	before := time.Now()
+	for name, s := range map[string]*testServer{"receiving aggregator": a, "other aggregator": b} {
+		v := s.edgesView(t)
+		if len(v) != 3 {
+			t.Fatalf("%s: %d edges, want 3: %+v", name, len(v), v)
+		}
+		p1 := v["plant-1"]
+		if p1.State != wire.EdgeOK || p1.BacklogRecords != 1200 || p1.BacklogBytes != 65536 || p1.BacklogChunks != 3 ||
+			p1.RPOSeconds != 4.5 || p1.Version != "1.2.3" || p1.RecordsPerSecond != 310 || p1.Aggregator != "agg-a" ||
+			p1.LastSeen == nil || before.Sub(*p1.LastSeen) > 5*time.Second || p1.LastSeen.After(before) {
+			t.Errorf("%s: plant-1 = %+v", name, p1)
+		}
+		if p2 := v["plant-2"]; p2.State != wire.EdgeBehind || p2.RPOSeconds != 95 {
+			t.Errorf("%s: plant-2 = %+v, want behind with rpo 95", name, p2)
+		}
+		if p9 := v["plant-9"]; p9.State != wire.EdgeNeverSeen || p9.LastSeen != nil {
+			t.Errorf("%s: plant-9 = %+v, want never-seen", name, p9)
+		}
+	}
+
+	// plant-1 falls silent: both aggregators show it disconnected, with
+	// the RPO growing by the time since it was last heard from.
+	var first wire.EdgeStatus
+	eventually(t, 20*time.Second, "plant-1 disconnected on the other aggregator", func() error {
+		first = b.edgesView(t)["plant-1"]
+		if first.State != wire.EdgeDisconnected {
+			return fmt.Errorf("state %s", first.State)
+		}
+		return nil
+	})
+	if want := 4.5 + first.SecondsSinceSeen; first.RPOSeconds < 4.5+1.5 || first.RPOSeconds != want {
+		t.Errorf("disconnected rpo %v, want 4.5 + %v", first.RPOSeconds, first.SecondsSinceSeen)
+	}
+	eventually(t, 20*time.Second, "rpo of the disconnected edge growing", func() error {
+		now := b.edgesView(t)["plant-1"]
+		if grown := now.RPOSeconds - first.RPOSeconds; grown < 1 {
+			return fmt.Errorf("rpo %v, %v before", now.RPOSeconds, first.RPOSeconds)
+		}
+		return nil
+	})
+
+	// A heartbeat to the other aggregator brings it back everywhere.
+	if code := b.heartbeat(t, "plant-1", hb); code != 200 {
+		t.Fatalf("heartbeat: %d", code)
+	}
+	eventually(t, 20*time.Second, "plant-1 ok again on the first aggregator", func() error {
+		if p1 := a.edgesView(t)["plant-1"]; p1.State != wire.EdgeOK || p1.Aggregator != "agg-b" || p1.RPOSeconds != 4.5 {
+			return fmt.Errorf("%+v", p1)
+		}
+		return nil
+	})
+
+	// Per-edge metrics come from the same view.
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(&fleetCollector{f: a.fleet}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.Metric {
+			key := mf.GetName()
+			for _, l := range m.Label {
+				key += "/" + l.GetValue()
+			}
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			got[key] = v
+		}
+	}
+	for k, want := range map[string]float64{
+		"edgemirror_aggregator_edge_backlog_records/plant-1":    1200,
+		"edgemirror_aggregator_edge_backlog_bytes/plant-1":      65536,
+		"edgemirror_aggregator_edge_rpo_seconds/plant-1":        4.5,
+		"edgemirror_aggregator_edge_up/plant-1":                 1,
+		"edgemirror_aggregator_edge_up/plant-9":                 0,
+		"edgemirror_aggregator_edge_lost_records_total/plant-9": 0,
+		"edgemirror_aggregator_fleet_edges/never-seen":          1,
+	} {
+		if got[k] != want {
+			t.Errorf("%s = %v, want %v", k, got[k], want)
+		}
+	}
+	if ts := got["edgemirror_aggregator_edge_last_seen_timestamp_seconds/plant-1"]; time.Since(time.Unix(int64(ts), 0)) > time.Minute {
+		t.Errorf("last seen timestamp %v", ts)
+	}
+	if _, ok := got["edgemirror_aggregator_edge_rpo_seconds/plant-9"]; ok {
+		t.Error("a never-seen edge has an rpo series")
+	}
+}
+
+// TestHeartbeatValidation: bad heartbeats are refused with 400/413 and
+// change nothing.
+func TestHeartbeatValidation(t *testing.T) {
+	hub := newHubCluster(t)
+	s := newTestServer(t, hub, "", nil)
+	for name, hb := range map[string]wire.Heartbeat{
+		"negative backlog": {BacklogRecords: -1},
+		"fill above 1":     {BufferFillRatio: 1.5},
+		"negative rpo":     {RPOSeconds: -3},
+	} {
+		if code := s.heartbeat(t, "plant-1", hb); code != 400 {
+			t.Errorf("%s: %d, want 400", name, code)
+		}
+	}
+	if code := s.heartbeat(t, "bad edge", wire.Heartbeat{}); code != 400 {
+		t.Errorf("bad edge id: %d, want 400", code)
+	}
+	req, _ := http.NewRequest(http.MethodPost, s.url+wire.PathHeartbeat, bytes.NewReader(make([]byte, wire.MaxHeartbeatBytes+10)))
+	req.Header.Set(wire.HeaderEdge, "plant-1")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Errorf("oversized heartbeat: %d, want 413", resp.StatusCode)
+	}
+	if v := s.edgesView(t); len(v) != 0 {
+		t.Errorf("fleet view after invalid heartbeats: %+v", v)
+	}
+}
+
+// TestLossEventsExactlyOnceAcrossAggregators: the same report delivered
+// twice to one aggregator and once more to another gives one event per
+// range in the events topic, keyed by edge.
+func TestLossEventsExactlyOnceAcrossAggregators(t *testing.T) {
+	hub := newHubCluster(t)
+	a := newTestServer(t, hub, "", func(c *Config) { c.AggregatorID = "agg-a" })
+	rep := wire.LossReport{Ranges: []wire.LossRange{
+		{Topic: "sensors", Partition: 2, FirstOffset: 1000, LastOffset: 1999, Records: 1000, Reason: wire.LossReasonDropOldest},
+		{Topic: "sensors", Partition: 0, FirstOffset: 0, LastOffset: 40, Records: 41, Reason: wire.LossReasonEdgeRetention},
+	}}
+	for i := 0; i < 2; i++ {
+		if code := a.postLosses(t, "ship-42", rep); code != 200 {
+			t.Fatalf("POST %d: %d", i, code)
+		}
+	}
+	// A second aggregator started afterwards, with an empty state.
+	b := newTestServer(t, hub, filepath.Join(t.TempDir(), "b"), func(c *Config) { c.AggregatorID = "agg-b" })
+	more := wire.LossReport{Ranges: append([]wire.LossRange{
+		{Topic: "sensors", Partition: 1, FirstOffset: 7, LastOffset: 9, Records: 3, Reason: wire.LossReasonRejected}}, rep.Ranges...)}
+	if code := b.postLosses(t, "ship-42", more); code != 200 {
+		t.Fatalf("POST to the other aggregator: %d", code)
+	}
+	if code := b.postLosses(t, "ship-43", wire.LossReport{Ranges: rep.Ranges[:1]}); code != 200 {
+		t.Fatalf("POST for another edge: %d", code)
+	}
+
+	recs := readHub(t, hub, DefaultEventsTopic)
+	var events []wire.LossEvent
+	for _, rs := range recs {
+		for _, r := range rs {
+			var ev wire.LossEvent
+			if err := json.Unmarshal(r.Value, &ev); err != nil {
+				t.Fatalf("event %s: %v", r.Value, err)
+			}
+			if string(r.Key) != ev.Edge {
+				t.Errorf("event keyed %q, edge %q", r.Key, ev.Edge)
+			}
+			events = append(events, ev)
+		}
+	}
+	type rangeKey struct {
+		edge      string
+		partition int32
+		first     int64
+	}
+	count := map[rangeKey]int{}
+	for _, ev := range events {
+		count[rangeKey{ev.Edge, ev.Partition, ev.FirstOffset}]++
+	}
+	want := map[rangeKey]int{{"ship-42", 2, 1000}: 1, {"ship-42", 0, 0}: 1, {"ship-42", 1, 7}: 1, {"ship-43", 2, 1000}: 1}
+	if len(events) != 4 || fmt.Sprint(count) != fmt.Sprint(want) {
+		t.Fatalf("events topic holds %d events %v, want %v", len(events), count, want)
+	}
+	for _, ev := range events {
+		if ev.Edge == "ship-42" && ev.Partition == 1 && ev.Aggregator != "agg-b" {
+			t.Errorf("new range written by %q, want agg-b", ev.Aggregator)
+		}
+		if ev.Edge == "ship-42" && ev.Partition == 2 && ev.Aggregator != "agg-a" {
+			t.Errorf("first range written by %q, want agg-a", ev.Aggregator)
+		}
+	}
+	// Both aggregators list and count the same.
+	for name, s := range map[string]*testServer{"a": a, "b": b} {
+		var list []wire.LossEvent
+		if code := getJSON(t, s.client, s.url+wire.PathLosses+"?edge=ship-42", nil, &list); code != 200 || len(list) != 3 {
+			t.Errorf("%s: GET losses: %d, %d events", name, code, len(list))
+		}
+		if row := s.edgesView(t)["ship-42"]; row.LostRecords != 1044 || row.LossRanges != 3 {
+			t.Errorf("%s: ship-42 lost %d records in %d ranges, want 1044 in 3", name, row.LostRecords, row.LossRanges)
+		}
+	}
+}
