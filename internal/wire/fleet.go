@@ -98,8 +98,8 @@ type EdgeStatus struct {
 	RPOSeconds       float64 `json:"rpo_seconds"`
 	EdgeLagRecords   int64   `json:"edge_lag_records"`
 	BufferFillRatio  float64 `json:"buffer_fill_ratio"`
-	LostRecords      int64   `json:"lost_records"`  // from the loss events in the hub
-	LossRanges       int     `json:"loss_ranges"`   // from the loss events in the hub
+	LostRecords      int64   `json:"lost_records"` // from the loss events in the hub
+	LossRanges       int     `json:"loss_ranges"`  // from the loss events in the hub
 	RecordsPerSecond float64 `json:"records_per_second"`
 	Version          string  `json:"version"`
 	LinkUp           bool    `json:"link_up"`
