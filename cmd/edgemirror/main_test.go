@@ -10,9 +10,13 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/edgemirror/edgemirror/internal/testkit"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain fails the package if a goroutine outlives the tests; only the
+// in-process Kafka's (kfake) are ignored.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LeakOptions()...) }
 
 func env(kv map[string]string) func(string) string {
 	return func(k string) string { return kv[k] }
