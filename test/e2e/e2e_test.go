@@ -53,3 +53,4 @@ func TestTransactionsNewTopicsAndPartitions(t *testing.T) {
 	scenario.Transactions(t, clusters)
 }
 func TestEdgeRetentionLossIsReported(t *testing.T) { scenario.EdgeRetention(t, clusters) }
+func TestFleetView(t *testing.T)                   { scenario.FleetView(t, clusters) }
