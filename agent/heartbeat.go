@@ -241,6 +241,7 @@ func (b *heartbeater) run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			b.last(ctx)
 			return nil
 		case <-t.C:
 		}
@@ -261,6 +262,19 @@ func (b *heartbeater) run(ctx context.Context) error {
 			}
 		}
 		t.Reset(b.cfg.HeartbeatInterval)
+	}
+}
+
+// finalHeartbeatTimeout bounds the last heartbeat, sent when the agent
+// stops, so that the centre sees the backlog it stopped with.
+const finalHeartbeatTimeout = time.Second
+
+// last sends one more heartbeat when the agent stops; best effort.
+func (b *heartbeater) last(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalHeartbeatTimeout)
+	defer cancel()
+	if err := b.send(fctx, b.snapshot(time.Now())); err != nil {
+		b.log.Debug("last heartbeat not delivered", slog.Any("error", err))
 	}
 }
 
