@@ -6,12 +6,15 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
@@ -54,8 +57,9 @@ func (f *fleet) applyEvent(offset int64, _, value []byte) {
 
 func (f *fleet) addEventLocked(ev wire.LossEvent) {
 	if f.ids[ev.ID] {
-		// Only possible if two aggregators raced on the same report (see
-		// writeLosses); the first record is the event.
+		// Our own write, read back; or, from versions that wrote events
+		// without a transaction, a re-sent report: the first record is
+		// the event.
 		return
 	}
 	f.ids[ev.ID] = true
@@ -65,22 +69,24 @@ func (f *fleet) addEventLocked(ev wire.LossEvent) {
 // writeLosses writes the loss ranges of an edge that the events topic does
 // not hold yet, one event per range, and returns the ranges it wrote.
 //
-// Exactly once: an event's ID is derived from the range itself. Before
-// writing, the aggregator reads the events topic to its end, so a range
-// already written by any aggregator (the agent re-sent a report whose
-// answer it did not get, perhaps to another aggregator) is found and not
-// written again; the answer to the agent comes only after the hub
-// acknowledged the events (acks=all). Writes within this aggregator are
-// serialised. Across aggregators this relies on an agent sending one loss
-// report at a time and re-sending it only after the previous attempt
-// ended: two aggregators can write the same range only if the first
-// attempt is still being written when the re-sent one is checked (a
-// produce outcome the first aggregator did not learn, landing later than
-// the second aggregator's read). Readers keep the first record of an ID,
-// so even then `losses` and the fleet view count each range once.
+// Exactly once, whichever aggregator gets the report: an event's ID is
+// derived from the range itself, and events are written in a Kafka
+// transaction under one transactional id per edge. Taking it
+// (InitProducerId) fences every other aggregator writing events of the
+// edge: its open transaction is aborted and it can neither write nor
+// commit any more. Only then are the events read (read_committed, to the
+// last stable offset) and the ranges already there left out; the rest is
+// written and committed, and the agent is answered after the commit. So a
+// report re-sent to another aggregator while the first one is still
+// writing it (its answer was lost) either finds the first one's committed
+// events, or aborts them and writes its own: never both.
 func (f *fleet) writeLosses(ctx context.Context, edge string, ranges []wire.LossRange) ([]wire.LossRange, error) {
 	f.writeMu.Lock()
 	defer f.writeMu.Unlock()
+	txn, err := beginEvents(ctx, f.client, edge)
+	if err != nil {
+		return nil, err
+	}
 	if err := f.refresh(ctx); err != nil {
 		return nil, fmt.Errorf("read events before writing: %w", err)
 	}
@@ -110,22 +116,49 @@ func (f *fleet) writeLosses(ctx context.Context, edge string, ranges []wire.Loss
 	}
 	f.mu.Unlock()
 	if len(values) == 0 {
-		return nil, nil
+		return nil, nil // no transaction was opened
 	}
-	// One produce request per batch of events; a report holds at most a
-	// few thousand ranges of ~300 bytes.
-	const perRequest = 1000
-	for i := 0; i < len(values); i += perRequest {
-		j := min(i+perRequest, len(values))
-		if _, err := f.produce(ctx, f.cfg.EventsTopic, edge, values[i:j]...); err != nil {
-			return nil, err
-		}
-		f.mu.Lock()
-		for _, ev := range events[i:j] {
-			f.addEventLocked(ev)
-		}
-		f.mu.Unlock()
+	n, err := f.partitions(ctx, f.cfg.EventsTopic)
+	if err == nil && n == 0 {
+		n, err = f.createTopic(ctx, f.cfg.EventsTopic)
 	}
+	if err != nil {
+		return nil, err
+	}
+	p := kafka.Murmur2Balancer{}.Balance(kafka.Message{Key: []byte(edge)}, seq(n)...)
+	start := time.Now()
+	err = func() error {
+		// One batch per few hundred kB; a report holds at most a few
+		// thousand ranges of ~300 bytes.
+		const perBatch = 1000
+		for i := 0; i < len(values); i += perBatch {
+			if err := txn.produce(ctx, f.cfg.EventsTopic, p, []byte(edge), values[i:min(i+perBatch, len(values))]); err != nil {
+				return err
+			}
+		}
+		if f.beforeCommit != nil {
+			f.beforeCommit()
+		}
+		return txn.end(ctx, true)
+	}()
+	f.m.fleetWriteDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		f.m.fleetWriteErrors.Inc()
+		if errors.Is(err, kafka.ProducerFenced) || errors.Is(err, kafka.InvalidProducerEpoch) {
+			return nil, fmt.Errorf("another aggregator took over the loss events of %s meanwhile: %w", edge, err)
+		}
+		// Best effort: an open transaction would hold back every reader
+		// of the partition until it times out.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = txn.end(actx, false)
+		cancel()
+		return nil, err
+	}
+	f.mu.Lock()
+	for _, ev := range events {
+		f.addEventLocked(ev)
+	}
+	f.mu.Unlock()
 	return added, nil
 }
 

@@ -63,6 +63,10 @@ type fleet struct {
 	next    map[topicPartition]int64    // read position
 	topics  map[string]int              // partition count of a fleet topic known to exist
 	lastErr error                       // of the last read; nil when it succeeded
+
+	// beforeCommit, if set, runs before a loss event transaction commits
+	// (tests: a second aggregator takes over meanwhile).
+	beforeCommit func()
 }
 
 func newFleet(cfg *Config, log *slog.Logger, client *kafka.Client, m *metrics) *fleet {
@@ -151,9 +155,8 @@ func (f *fleet) partitions(ctx context.Context, topic string) (int, error) {
 }
 
 // catchUp reads every partition of topic from where the last read stopped
-// to the last stable offset it has now, calling apply for each record.
-// kafka-go's Client.Fetch may return records below the offset asked for
-// (the whole batch): they are skipped.
+// to the last stable offset it has now, calling apply for each committed
+// record (see fetchCommitted).
 func (f *fleet) catchUp(ctx context.Context, topic string, apply func(offset int64, key, value []byte)) error {
 	n, err := f.partitions(ctx, topic)
 	if err != nil || n == 0 {
@@ -172,45 +175,28 @@ func (f *fleet) catchUp(ctx context.Context, topic string, apply func(offset int
 		next := max(f.next[tp], first)
 		f.mu.Unlock()
 		for next < last {
-			res, err := f.client.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Partition: p, Offset: next,
-				MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 100 * time.Millisecond, IsolationLevel: kafka.ReadCommitted})
+			recs, after, err := fetchCommitted(ctx, f.client, topic, p, next)
 			if err != nil {
+				if errors.Is(err, kafka.OffsetOutOfRange) {
+					// Retention or compaction moved the log start past
+					// us: start again from the first offset there is.
+					if first, _, err := kafkautil.Offsets(ctx, f.client, topic, int32(p), kafka.ReadCommitted); err == nil && first > next {
+						next = first
+						continue
+					}
+				}
 				return fmt.Errorf("read %s/%d at %d: %w", topic, p, next, err)
 			}
-			if res.Error != nil {
-				if errors.Is(res.Error, kafka.OffsetOutOfRange) {
-					// Compaction or retention moved the log start past us.
-					next = max(res.LogStartOffset, next)
-					continue
-				}
-				return fmt.Errorf("read %s/%d at %d: %w", topic, p, next, res.Error)
+			for _, r := range recs {
+				apply(r.offset, r.key, r.value)
 			}
-			moved := false
-			for {
-				rec, err := res.Records.ReadRecord()
-				if err != nil {
-					if !errors.Is(err, io.EOF) {
-						return fmt.Errorf("read %s/%d at %d: %w", topic, p, next, err)
-					}
-					break
-				}
-				if rec.Offset < next {
-					continue
-				}
-				key, err1 := readBytes(rec.Key)
-				value, err2 := readBytes(rec.Value)
-				if err := errors.Join(err1, err2); err != nil {
-					return fmt.Errorf("read %s/%d at %d: %w", topic, p, rec.Offset, err)
-				}
-				apply(rec.Offset, key, value)
-				next, moved = rec.Offset+1, true
+			if after <= next {
+				// Nothing at or after next below last (compacted away, or
+				// only markers of transactions still open): the next
+				// read starts here again.
+				break
 			}
-			if !moved {
-				// Nothing at or after next below last (the rest was
-				// compacted away, or only control batches remain): the
-				// next read starts at last.
-				next = last
-			}
+			next = after
 		}
 		f.mu.Lock()
 		f.next[tp] = max(f.next[tp], next)
@@ -223,14 +209,6 @@ func (f *fleet) forgetTopic(topic string) {
 	f.mu.Lock()
 	delete(f.topics, topic)
 	f.mu.Unlock()
-}
-
-func readBytes(b kafka.Bytes) ([]byte, error) {
-	if b == nil {
-		return nil, nil
-	}
-	defer b.Close()
-	return io.ReadAll(b)
 }
 
 // applyStatus takes a status record read from the hub. A tombstone (null

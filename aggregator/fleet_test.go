@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,6 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
@@ -234,20 +238,7 @@ func TestLossEventsExactlyOnceAcrossAggregators(t *testing.T) {
 		t.Fatalf("POST for another edge: %d", code)
 	}
 
-	recs := readHub(t, hub, DefaultEventsTopic)
-	var events []wire.LossEvent
-	for _, rs := range recs {
-		for _, r := range rs {
-			var ev wire.LossEvent
-			if err := json.Unmarshal(r.Value, &ev); err != nil {
-				t.Fatalf("event %s: %v", r.Value, err)
-			}
-			if string(r.Key) != ev.Edge {
-				t.Errorf("event keyed %q, edge %q", r.Key, ev.Edge)
-			}
-			events = append(events, ev)
-		}
-	}
+	events := readEvents(t, hub)
 	type rangeKey struct {
 		edge      string
 		partition int32
@@ -277,6 +268,124 @@ func TestLossEventsExactlyOnceAcrossAggregators(t *testing.T) {
 		}
 		if row := s.edgesView(t)["ship-42"]; row.LostRecords != 1044 || row.LossRanges != 3 {
 			t.Errorf("%s: ship-42 lost %d records in %d ranges, want 1044 in 3", name, row.LostRecords, row.LossRanges)
+		}
+	}
+}
+
+// readEvents reads the committed loss events from the hub
+// (read_committed, control markers kept so that the end of a partition
+// written in transactions is reached), checking each is keyed by its edge.
+func readEvents(t testing.TB, hub *kfake.Cluster) []wire.LossEvent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	adm, err := kgo.NewClient(kgo.SeedBrokers(hub.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	ends, err := kadm.NewClient(adm).ListCommittedOffsets(ctx, DefaultEventsTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int32]int64{}
+	offsets := map[int32]kgo.Offset{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil && o.Offset > 0 {
+			want[o.Partition] = o.Offset
+			offsets[o.Partition] = kgo.NewOffset().AtStart()
+		}
+	})
+	if len(want) == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(hub.ListenAddrs()...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{DefaultEventsTopic: offsets}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []wire.LossEvent
+	for len(want) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read events: %v (waiting for %v)", ctx.Err(), want)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
+				delete(want, r.Partition)
+			}
+			if r.Attrs.IsControl() {
+				return
+			}
+			var ev wire.LossEvent
+			if err := json.Unmarshal(r.Value, &ev); err != nil {
+				t.Fatalf("event %s: %v", r.Value, err)
+			}
+			if string(r.Key) != ev.Edge {
+				t.Errorf("event keyed %q, edge %q", r.Key, ev.Edge)
+			}
+			out = append(out, ev)
+		})
+	}
+	return out
+}
+
+// TestLossEventsFencedAcrossAggregators: aggregator A is writing a loss
+// report (its transaction open, not committed) when the agent, which did
+// not get A's answer, sends the report to aggregator B. B takes the edge's
+// events, which aborts A's transaction, and writes the ranges; A's commit
+// is refused. The hub holds each range once, and A answers 503, so the
+// agent sends the report again, which then writes nothing.
+func TestLossEventsFencedAcrossAggregators(t *testing.T) {
+	hub := newHubCluster(t)
+	a := newTestServer(t, hub, "", func(c *Config) { c.AggregatorID = "agg-a" })
+	b := newTestServer(t, hub, filepath.Join(t.TempDir(), "b"), func(c *Config) { c.AggregatorID = "agg-b" })
+	rep := wire.LossReport{Ranges: []wire.LossRange{
+		{Topic: "sensors", Partition: 0, FirstOffset: 100, LastOffset: 199, Records: 100, Reason: wire.LossReasonDropOldest},
+		{Topic: "sensors", Partition: 1, FirstOffset: 5, LastOffset: 9, Records: 5, Reason: wire.LossReasonEdgeRetention},
+	}}
+	// Something committed before, so that the events partition exists.
+	if code := b.postLosses(t, "ship-7", wire.LossReport{Ranges: rep.Ranges[:1]}); code != 200 {
+		t.Fatalf("first report: %d", code)
+	}
+	inside, resume := make(chan struct{}), make(chan struct{})
+	a.fleet.beforeCommit = func() { close(inside); <-resume }
+	codeA := make(chan int, 1)
+	go func() { codeA <- a.postLosses(t, "ship-9", rep) }()
+	select {
+	case <-inside:
+	case <-time.After(20 * time.Second):
+		t.Fatal("aggregator A never reached its commit")
+	}
+	if code := b.postLosses(t, "ship-9", rep); code != 200 {
+		t.Errorf("re-sent report to B: %d", code)
+	}
+	close(resume)
+	if code := <-codeA; code != 503 {
+		t.Errorf("A, fenced before its commit, answered %d, want 503", code)
+	}
+	a.fleet.beforeCommit = nil
+	if code := a.postLosses(t, "ship-9", rep); code != 200 { // the agent's retry
+		t.Errorf("retry to A: %d", code)
+	}
+	count := map[string]int{}
+	for _, ev := range readEvents(t, hub) {
+		if ev.Edge != "ship-9" {
+			continue
+		}
+		count[fmt.Sprintf("%d/%d-%d", ev.Partition, ev.FirstOffset, ev.LastOffset)]++
+		if ev.Aggregator != "agg-b" {
+			t.Errorf("event %+v written by %s, want agg-b (A's transaction was aborted)", ev, ev.Aggregator)
+		}
+	}
+	if len(count) != 2 || count["0/100-199"] != 1 || count["1/5-9"] != 1 {
+		t.Errorf("committed events of ship-9: %v, want each range once", count)
+	}
+	for name, s := range map[string]*testServer{"a": a, "b": b} {
+		if row := s.edgesView(t)["ship-9"]; row.LostRecords != 105 || row.LossRanges != 2 {
+			t.Errorf("%s: ship-9 lost %d records in %d ranges, want 105 in 2", name, row.LostRecords, row.LossRanges)
 		}
 	}
 }
