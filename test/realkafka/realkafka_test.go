@@ -120,6 +120,8 @@ func TestDropOldestReportsExactLoss(t *testing.T)  { scenario.DropOldest(t, kafk
 func TestTransactions(t *testing.T)                { scenario.Transactions(t, kafka4) }
 func TestEdgeRetentionLossIsReported(t *testing.T) { scenario.EdgeRetention(t, kafka4) }
 func TestCompactedSourceTopic(t *testing.T)        { scenario.Compacted(t, kafka4) }
+func TestFleetView(t *testing.T)                   { scenario.FleetView(t, kafka4) }
+func TestKafka39DropOldestLossEvents(t *testing.T) { scenario.DropOldest(t, shared(Version39)) }
 func TestKafka39KillAgentMidStream(t *testing.T)   { scenario.KillAgent(t, shared(Version39)) }
 func TestKafka39EmptyAggregatorState(t *testing.T) {
 	scenario.EmptyAggregatorState(t, shared(Version39))
