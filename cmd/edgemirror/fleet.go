@@ -74,9 +74,14 @@ func printStatus(w io.Writer, rows []wire.EdgeStatus, now time.Time) {
 		if version == "" {
 			version = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\t%.1f\t%s\n", r.Edge, r.State, seen, r.BacklogRecords,
-			units.FormatBytes(r.BacklogBytes), fmtAge(time.Duration(r.RPOSeconds*float64(time.Second))), r.LostRecords,
-			r.RecordsPerSecond, version)
+		backlog, bytes, rpo, rate := "-", "-", "-", "-"
+		if r.LastSeen != nil {
+			backlog, bytes = strconv.FormatInt(r.BacklogRecords, 10), units.FormatBytes(r.BacklogBytes)
+			rpo = fmtAge(time.Duration(r.RPOSeconds * float64(time.Second)))
+			rate = strconv.FormatFloat(r.RecordsPerSecond, 'f', 1, 64)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Edge, r.State, seen, backlog, bytes, rpo,
+			r.LostRecords, rate, version)
 	}
 	tw.Flush()
 	if len(rows) == 0 {

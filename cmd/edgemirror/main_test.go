@@ -50,6 +50,11 @@ func TestUsageErrors(t *testing.T) {
 		{"bad template", []string{"aggregator", "--brokers", "a:1", "--topic-template", "{site}.{topic}"}, nil, "--topic-template"},
 		{"template without topic", []string{"aggregator", "--brokers", "a:1", "--topic-template", "{edge}"}, nil, "--topic-template"},
 		{"bad replication factor", []string{"aggregator", "--brokers", "a:1", "--hub-replication-factor", "0"}, nil, "--hub-replication-factor"},
+		{"heartbeat too slow", append(append([]string{}, agentOK...), "--heartbeat-interval", "2h"), nil, "--heartbeat-interval"},
+		{"heartbeat too fast", append(append([]string{}, agentOK...), "--heartbeat-interval", "1ms"), nil, "--heartbeat-interval"},
+		{"bad status topic", []string{"aggregator", "--brokers", "a:1", "--status-topic", "bad topic"}, nil, "--status-topic"},
+		{"same fleet topics", []string{"aggregator", "--brokers", "a:1", "--events-topic", "_edgemirror.status"}, nil, "--events-topic"},
+		{"short disconnect", []string{"aggregator", "--brokers", "a:1", "--disconnect-after", "10ms"}, nil, "--disconnect-after"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,10 +112,11 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		want := map[string][]string{
 			"agent": {"--edge-id", "--brokers", "--topics", "--exclude-topics", "--buffer-dir", "--buffer-max-bytes",
 				"--buffer-full", "--aggregator", "--batch-bytes", "--linger", "--bandwidth", "--compression",
-				"--compression-level", "--inflight", "--metrics-addr", "--log-level", "--log-format",
+				"--compression-level", "--inflight", "--metrics-addr", "--log-level", "--log-format", "--heartbeat-interval",
 				"(default 1GiB; env EDGEMIRROR_BUFFER_MAX_BYTES)", "(default 1MiB", "(default 1s", "(default zstd", "(default 4;"},
 			"aggregator": {"--listen", "--brokers", "--state-dir", "--topic-template", "--hub-replication-factor",
 				"--max-chunk-bytes", "--metrics-addr", "--log-level", "--log-format", "(default :8080", "(default {edge}.{topic}",
+				"--status-topic", "(default _edgemirror.status", "--events-topic", "--disconnect-after", "--behind-after",
 				"(default 16MiB"},
 		}[sub]
 		for _, w := range want {
