@@ -298,10 +298,14 @@ func seq(n int) []int {
 }
 
 // createTopic creates a fleet topic: the status topic compacted (one
-// record per edge survives), the events topic kept forever (losses are
+// record per edge survives) with small segments, the events topic kept forever (losses are
 // rare and each one matters; an operator may set a retention).
 func (f *fleet) createTopic(ctx context.Context, topic string) (int, error) {
-	cfgs := []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
+	// Compaction never touches the active segment: roll it every 10
+	// minutes so that an aggregator starting on a busy fleet reads about
+	// one record per edge plus ten minutes of heartbeats, not days of them.
+	cfgs := []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"},
+		{ConfigName: "segment.ms", ConfigValue: "600000"}, {ConfigName: "min.cleanable.dirty.ratio", ConfigValue: "0.1"}}
 	if topic == f.cfg.EventsTopic {
 		cfgs = []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "delete"},
 			{ConfigName: "retention.ms", ConfigValue: "-1"}}
