@@ -233,11 +233,19 @@ func (c *heartbeatConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// run sends a heartbeat at once, then every interval, until ctx ends. A
-// failed heartbeat is logged and the next one is sent on schedule.
+// heartbeatRetry is the first wait after a heartbeat that was not
+// delivered; it doubles up to the interval, so that the centre hears from
+// an edge soon after a short cut without probing a long one more than
+// once per interval.
+const heartbeatRetry = time.Second
+
+// run sends a heartbeat at once, then every interval, until ctx ends. After
+// a failed heartbeat the next one comes sooner (heartbeatRetry, doubling up
+// to the interval); it carries fresh numbers, nothing is re-sent.
 func (b *heartbeater) run(ctx context.Context) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
+	retry := heartbeatRetry
 	for {
 		select {
 		case <-ctx.Done():
@@ -246,22 +254,29 @@ func (b *heartbeater) run(ctx context.Context) error {
 		case <-t.C:
 		}
 		hb := b.snapshot(time.Now())
-		if err := b.send(ctx, hb); err != nil && ctx.Err() == nil {
-			b.m.heartbeats.WithLabelValues("failed").Inc()
-			if !b.failuresReported {
-				b.log.Info("heartbeat not delivered; will keep sending every interval", slog.Any("error", err))
-				b.failuresReported = true
-			} else {
-				b.log.Debug("heartbeat not delivered", slog.Any("error", err))
-			}
-		} else if err == nil {
+		err := b.send(ctx, hb)
+		switch {
+		case err == nil:
 			b.m.heartbeats.WithLabelValues("delivered").Inc()
 			if b.failuresReported {
 				b.log.Info("heartbeats delivered again")
 				b.failuresReported = false
 			}
+			retry = heartbeatRetry
+			t.Reset(b.cfg.HeartbeatInterval)
+		case ctx.Err() != nil:
+			t.Reset(0)
+		default:
+			b.m.heartbeats.WithLabelValues("failed").Inc()
+			if !b.failuresReported {
+				b.log.Info("heartbeat not delivered; will keep trying", slog.Any("error", err))
+				b.failuresReported = true
+			} else {
+				b.log.Debug("heartbeat not delivered", slog.Any("error", err))
+			}
+			t.Reset(min(retry, b.cfg.HeartbeatInterval))
+			retry = min(retry*2, b.cfg.HeartbeatInterval)
 		}
-		t.Reset(b.cfg.HeartbeatInterval)
 	}
 }
 

@@ -166,6 +166,57 @@ func heartbeatConfig(t *testing.T, edge []string, aggregator string) Config {
 	return cfg
 }
 
+// TestHeartbeatRetriesSoonAfterAFailure: a heartbeat the aggregator did
+// not take is followed by the next one after heartbeatRetry, not after a
+// whole interval.
+func TestHeartbeatRetriesSoonAfterAFailure(t *testing.T) {
+	c := newCluster(t)
+	var (
+		mu    sync.Mutex
+		times []time.Time
+	)
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+wire.PathHeartbeat, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		times = append(times, time.Now())
+		n := len(times)
+		mu.Unlock()
+		if n == 1 {
+			writeTestJSON(w, 503, wire.ErrorResponse{Error: "hub unavailable"})
+			return
+		}
+		writeTestJSON(w, 200, map[string]string{"status": "ok"})
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	srv.Config.Protocols = &p
+	srv.Start()
+	defer srv.Close()
+	cfg := heartbeatConfig(t, c.ListenAddrs(), srv.URL)
+	cfg.HeartbeatInterval = 20 * time.Second
+	a, stop := runAgent(t, cfg)
+	defer stop()
+	eventually(t, 10*time.Second, "a second heartbeat", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(times) < 2 {
+			return fmt.Errorf("%d heartbeats", len(times))
+		}
+		return nil
+	})
+	mu.Lock()
+	gap := times[1].Sub(times[0])
+	mu.Unlock()
+	if gap < heartbeatRetry/2 || gap > 3*heartbeatRetry {
+		t.Errorf("second heartbeat %v after the failed one, want about %v", gap, heartbeatRetry)
+	}
+	if v := metricValue(t, a.m.heartbeats.WithLabelValues("failed")); v != 1 {
+		t.Errorf("failed heartbeats %v, want 1", v)
+	}
+}
+
 // TestHeartbeatsWhileRefused: while the aggregator refuses every chunk
 // (409), heartbeats keep arriving with the backlog, the RPO by the
 // records' timestamps and the refusal; once chunks are accepted the
