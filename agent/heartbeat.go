@@ -300,7 +300,7 @@ func (b *heartbeater) snapshot(now time.Time) wire.Heartbeat {
 	hb := wire.Heartbeat{
 		Version:           b.cfg.Version,
 		Epoch:             b.store.Epoch(),
-		SentAt:            now.UTC(),
+		SentAt:            now.UTC().Truncate(time.Millisecond),
 		IntervalSeconds:   b.cfg.HeartbeatInterval.Seconds(),
 		BacklogChunks:     int64(st.Chunks),
 		BacklogRecords:    st.Records,

@@ -366,8 +366,14 @@ func TestHeartbeatsWhileBlockedBehindASlowLink(t *testing.T) {
 
 // BenchmarkHeartbeatWireBytes measures the bytes one heartbeat puts on
 // the wire (h2c, connection kept open), both directions, and what that is
-// per hour at the default interval.
+// per hour at the default interval: for a busy edge (backlog, losses) and
+// an idle one (most fields zero, left out).
 func BenchmarkHeartbeatWireBytes(b *testing.B) {
+	b.Run("busy", func(b *testing.B) { benchmarkHeartbeatWireBytes(b, false) })
+	b.Run("idle", func(b *testing.B) { benchmarkHeartbeatWireBytes(b, true) })
+}
+
+func benchmarkHeartbeatWireBytes(b *testing.B, idle bool) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+wire.PathHeartbeat, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -390,7 +396,7 @@ func BenchmarkHeartbeatWireBytes(b *testing.B) {
 	cfg.EdgeID = "plant-0042"
 	hb := &heartbeater{cfg: &cfg, m: m, client: hc, url: base.JoinPath(wire.PathHeartbeat).String()}
 	// A realistic heartbeat: a busy edge with a backlog and two loss reasons.
-	beat := wire.Heartbeat{Version: "v1.4.0-12-gdeadbee", Epoch: 1<<63 + 12345, SentAt: time.Now().UTC(), IntervalSeconds: 10,
+	beat := wire.Heartbeat{Version: "v1.4.0-12-gdeadbee", Epoch: 1<<63 + 12345, SentAt: time.Now().UTC().Truncate(time.Millisecond), IntervalSeconds: 10,
 		BacklogChunks: 1234, BacklogRecords: 9876543, BacklogBytes: 987654321, RPOSeconds: 3723.125, EdgeLagRecords: 123456,
 		BufferFillRatio: 0.8765, LostRecords: map[string]int64{wire.LossReasonDropOldest: 12345, wire.LossReasonEdgeRetention: 77},
 		RecordsPerSecond: 1234.5, ReadPerSecond: 2345.6, LinkUp: true}
@@ -398,6 +404,10 @@ func BenchmarkHeartbeatWireBytes(b *testing.B) {
 		b.Fatal(err)
 	}
 	sent0, recv0 := counterValue(m.heartbeatBytes.WithLabelValues("sent")), counterValue(m.heartbeatBytes.WithLabelValues("received"))
+	if idle {
+		beat = wire.Heartbeat{Version: "v1.4.0-12-gdeadbee", Epoch: 1<<63 + 12345, SentAt: time.Now().UTC().Truncate(time.Millisecond),
+			IntervalSeconds: 10, BufferFillRatio: 0.0123, LinkUp: true}
+	}
 	body, _ := json.Marshal(beat)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

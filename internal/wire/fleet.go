@@ -20,6 +20,8 @@ const MaxHeartbeatBytes = 64 << 10
 
 // Heartbeat is what an agent reports about itself, at least every
 // --heartbeat-interval, whether it is shipping, idle, blocked or refused.
+// Zero values are left out to keep it small on metered links; an absent
+// field is zero (false for the booleans).
 type Heartbeat struct {
 	// Version is the agent's build version.
 	Version string `json:"version"`
@@ -33,35 +35,35 @@ type Heartbeat struct {
 
 	// Backlog: what the buffer holds that the aggregator has not
 	// acknowledged.
-	BacklogChunks  int64 `json:"backlog_chunks"`
-	BacklogRecords int64 `json:"backlog_records"`
-	BacklogBytes   int64 `json:"backlog_bytes"`
+	BacklogChunks  int64 `json:"backlog_chunks,omitempty"`
+	BacklogRecords int64 `json:"backlog_records,omitempty"`
+	BacklogBytes   int64 `json:"backlog_bytes,omitempty"`
 	// RPOSeconds is the age of the oldest buffered record not yet
 	// acknowledged, by its Kafka timestamp; 0 when nothing is pending.
-	RPOSeconds float64 `json:"rpo_seconds"`
+	RPOSeconds float64 `json:"rpo_seconds,omitempty"`
 	// EdgeLagRecords is the number of offsets in the edge cluster the agent
 	// has not read yet (last stable offset minus next offset, summed).
-	EdgeLagRecords int64 `json:"edge_lag_records"`
+	EdgeLagRecords int64 `json:"edge_lag_records,omitempty"`
 	// BufferFillRatio is the used part of the buffer's budget, 0 to 1.
-	BufferFillRatio float64 `json:"buffer_fill_ratio"`
+	BufferFillRatio float64 `json:"buffer_fill_ratio,omitempty"`
 	// LostRecords counts records lost by an explicit policy since the agent
 	// started, by reason. The durable count is in the loss events.
 	LostRecords map[string]int64 `json:"lost_records,omitempty"`
 	// PendingLossRanges is the number of loss ranges not yet reported.
-	PendingLossRanges int `json:"pending_loss_ranges"`
+	PendingLossRanges int `json:"pending_loss_ranges,omitempty"`
 	// RecordsPerSecond is the rate of records acknowledged by the
 	// aggregator since the previous heartbeat.
-	RecordsPerSecond float64 `json:"records_per_second"`
+	RecordsPerSecond float64 `json:"records_per_second,omitempty"`
 	// ReadPerSecond is the rate of records read from the edge since the
 	// previous heartbeat.
-	ReadPerSecond float64 `json:"read_per_second"`
+	ReadPerSecond float64 `json:"read_per_second,omitempty"`
 
 	// LinkUp is false while the agent cannot reach the aggregator with
 	// chunks (the heartbeat itself got through).
-	LinkUp bool `json:"link_up"`
+	LinkUp bool `json:"link_up,omitempty"`
 	// Blocked is true while the reader waits for room in a full buffer
 	// (--buffer-full=block).
-	Blocked bool `json:"blocked"`
+	Blocked bool `json:"blocked,omitempty"`
 	// Refused is the last answer by which the aggregator refused chunks
 	// (401, 403, 409) when no chunk was acknowledged since; empty otherwise.
 	Refused string `json:"refused,omitempty"`
