@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgemirror/edgemirror/internal/wire"
@@ -275,7 +274,7 @@ func TestLossEventsExactlyOnceAcrossAggregators(t *testing.T) {
 // readEvents reads the committed loss events from the hub
 // (read_committed, control markers kept so that the end of a partition
 // written in transactions is reached), checking each is keyed by its edge.
-func readEvents(t testing.TB, hub *kfake.Cluster) []wire.LossEvent {
+func readEvents(t testing.TB, hub brokers) []wire.LossEvent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -338,8 +337,9 @@ func readEvents(t testing.TB, hub *kfake.Cluster) []wire.LossEvent {
 // events, which aborts A's transaction, and writes the ranges; A's commit
 // is refused. The hub holds each range once, and A answers 503, so the
 // agent sends the report again, which then writes nothing.
-func TestLossEventsFencedAcrossAggregators(t *testing.T) {
-	hub := newHubCluster(t)
+func TestLossEventsFencedAcrossAggregators(t *testing.T) { lossEventsFenced(t, newHubCluster(t)) }
+
+func lossEventsFenced(t *testing.T, hub brokers) {
 	a := newTestServer(t, hub, "", func(c *Config) { c.AggregatorID = "agg-a" })
 	b := newTestServer(t, hub, filepath.Join(t.TempDir(), "b"), func(c *Config) { c.AggregatorID = "agg-b" })
 	rep := wire.LossReport{Ranges: []wire.LossRange{

@@ -1,0 +1,44 @@
+//go:build realkafka
+
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	rk "github.com/edgemirror/edgemirror/test/kafka"
+)
+
+type realHub struct{ c *rk.Cluster }
+
+func (h realHub) ListenAddrs() []string { return []string{h.c.Addr()} }
+
+// TestRealKafkaLossEventsFenced runs TestLossEventsFencedAcrossAggregators
+// against a real Apache Kafka broker: the fencing of an aggregator whose
+// loss event transaction is open, by another one taking the edge's events,
+// is the broker's doing, and kfake is not Kafka.
+func TestRealKafkaLossEventsFenced(t *testing.T) {
+	if !rk.Available() {
+		t.Skip(rk.EnvRealKafka + "=0")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	port, err := rk.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := rk.Start(ctx, fmt.Sprintf("agg-events-%d", os.Getpid()), port, rk.WithVersion(rk.DefaultVersion))
+	if err != nil {
+		t.Fatalf("start Kafka %s: %v", rk.DefaultVersion, err)
+	}
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+		defer ccancel()
+		_ = c.Clean(cctx)
+	})
+	t.Logf("Kafka %s up at %s in %s", rk.DefaultVersion, c.Addr(), c.StartTime.Round(time.Millisecond))
+	lossEventsFenced(t, realHub{c})
+}
