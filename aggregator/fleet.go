@@ -172,6 +172,12 @@ func (f *fleet) catchUp(ctx context.Context, topic string, apply func(offset int
 			return err
 		}
 		f.mu.Lock()
+		if f.next[tp] > last {
+			// The log ends before where we were: the topic was deleted and
+			// created again. What was read from it is gone from the hub.
+			f.log.Warn("fleet topic was recreated; reading it again from the start", slog.String("topic", topic))
+			f.resetLocked(topic)
+		}
 		next := max(f.next[tp], first)
 		f.mu.Unlock()
 		for next < last {
@@ -203,6 +209,22 @@ func (f *fleet) catchUp(ctx context.Context, topic string, apply func(offset int
 		f.mu.Unlock()
 	}
 	return nil
+}
+
+// resetLocked forgets everything read from topic. f.mu is held.
+func (f *fleet) resetLocked(topic string) {
+	for tp := range f.next {
+		if tp.topic == topic {
+			delete(f.next, tp)
+		}
+	}
+	switch topic {
+	case f.cfg.StatusTopic:
+		clear(f.status)
+	case f.cfg.EventsTopic:
+		clear(f.events)
+		clear(f.ids)
+	}
 }
 
 func (f *fleet) forgetTopic(topic string) {

@@ -389,3 +389,47 @@ func lossEventsFenced(t *testing.T, hub brokers) {
 		}
 	}
 }
+
+// TestFleetTopicRecreated: an aggregator whose status topic was deleted
+// and created again reads the new one from its start, and forgets what
+// was only in the old one.
+func TestFleetTopicRecreated(t *testing.T) {
+	hub := newHubCluster(t)
+	a := newTestServer(t, hub, "", nil)
+	for i := 0; i < 3; i++ {
+		if code := a.heartbeat(t, "old-edge", wire.Heartbeat{Version: "1"}); code != 200 {
+			t.Fatalf("heartbeat: %d", code)
+		}
+	}
+	if _, ok := a.edgesView(t)["old-edge"]; !ok {
+		t.Fatal("old-edge not in the view")
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(hub.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := kadm.NewClient(cl).DeleteTopics(ctx, DefaultStatusTopic); err != nil {
+		t.Fatal(err)
+	}
+	// Another aggregator creates it again and writes one record.
+	b := newTestServer(t, hub, filepath.Join(t.TempDir(), "b"), nil)
+	eventually(t, 10*time.Second, "heartbeat to the other aggregator", func() error {
+		if code := b.heartbeat(t, "new-edge", wire.Heartbeat{Version: "2"}); code != 200 {
+			return fmt.Errorf("heartbeat: %d", code)
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, "the first aggregator reading the new topic", func() error {
+		v := a.edgesView(t)
+		if _, ok := v["new-edge"]; !ok {
+			return fmt.Errorf("new-edge missing: %v", v)
+		}
+		if _, ok := v["old-edge"]; ok {
+			return fmt.Errorf("old-edge still shown: %v", v)
+		}
+		return nil
+	})
+}
