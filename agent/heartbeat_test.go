@@ -369,11 +369,15 @@ func TestHeartbeatsWhileBlockedBehindASlowLink(t *testing.T) {
 // per hour at the default interval: for a busy edge (backlog, losses) and
 // an idle one (most fields zero, left out).
 func BenchmarkHeartbeatWireBytes(b *testing.B) {
-	b.Run("busy", func(b *testing.B) { benchmarkHeartbeatWireBytes(b, false) })
-	b.Run("idle", func(b *testing.B) { benchmarkHeartbeatWireBytes(b, true) })
+	for _, tls := range []bool{false, true} {
+		for _, idle := range []bool{false, true} {
+			name := map[bool]string{false: "h2c", true: "tls"}[tls] + "/" + map[bool]string{false: "busy", true: "idle"}[idle]
+			b.Run(name, func(b *testing.B) { benchmarkHeartbeatWireBytes(b, idle, tls) })
+		}
+	}
 }
 
-func benchmarkHeartbeatWireBytes(b *testing.B, idle bool) {
+func benchmarkHeartbeatWireBytes(b *testing.B, idle, useTLS bool) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+wire.PathHeartbeat, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -382,9 +386,15 @@ func benchmarkHeartbeatWireBytes(b *testing.B, idle bool) {
 	srv := httptest.NewUnstartedServer(mux)
 	var p http.Protocols
 	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	srv.Config.Protocols = &p
-	srv.Start()
+	if useTLS {
+		p.SetHTTP2(true)
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+	} else {
+		p.SetUnencryptedHTTP2(true)
+		srv.Config.Protocols = &p
+		srv.Start()
+	}
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -392,6 +402,9 @@ func benchmarkHeartbeatWireBytes(b *testing.B, idle bool) {
 	m := newMetrics()
 	hc := newHeartbeatClient(ctx, base, nil, m)
 	defer hc.CloseIdleConnections()
+	if useTLS {
+		hc.Transport.(*http.Transport).TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig
+	}
 	cfg := validConfig()
 	cfg.EdgeID = "plant-0042"
 	hb := &heartbeater{cfg: &cfg, m: m, client: hc, url: base.JoinPath(wire.PathHeartbeat).String()}
