@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,7 +18,7 @@ type realHub struct{ c *rk.Cluster }
 func (h realHub) ListenAddrs() []string { return []string{h.c.Addr()} }
 
 // TestRealKafkaLossEventsFenced runs TestLossEventsFencedAcrossAggregators
-// against a real Apache Kafka broker: the fencing of an aggregator whose
+// against a real Apache Kafka broker (KAFKA_VERSION, default 4.4): the fencing of an aggregator whose
 // loss event transaction is open, by another one taking the edge's events,
 // is the broker's doing, and kfake is not Kafka.
 func TestRealKafkaLossEventsFenced(t *testing.T) {
@@ -30,15 +31,15 @@ func TestRealKafkaLossEventsFenced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := rk.Start(ctx, fmt.Sprintf("agg-events-%d", os.Getpid()), port, rk.WithVersion(rk.DefaultVersion))
+	c, err := rk.Start(ctx, fmt.Sprintf("agg-events-%s-%d", strings.ReplaceAll(rk.Version(), ".", ""), os.Getpid()), port, rk.WithVersion(rk.Version()))
 	if err != nil {
-		t.Fatalf("start Kafka %s: %v", rk.DefaultVersion, err)
+		t.Fatalf("start Kafka %s: %v", rk.Version(), err)
 	}
 	t.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
 		defer ccancel()
 		_ = c.Clean(cctx)
 	})
-	t.Logf("Kafka %s up at %s in %s", rk.DefaultVersion, c.Addr(), c.StartTime.Round(time.Millisecond))
+	t.Logf("Kafka %s up at %s in %s", rk.Version(), c.Addr(), c.StartTime.Round(time.Millisecond))
 	lossEventsFenced(t, realHub{c})
 }
