@@ -35,6 +35,8 @@ test-e2e: build
 test-realkafka: build ## end-to-end suite against real Apache Kafka brokers (downloads Kafka once)
 	@# -p 1: each package starts its own JVMs; two at once starve 2 cores.
 	EDGEMIRROR_BIN=$(CURDIR)/$(BIN) $(GO) test -tags realkafka -timeout 45m -p 1 -v -count=1 ./test/realkafka/ ./test/kafka/
+	@# Package tests that need a real broker's transaction fencing (kfake is not Kafka).
+	$(GO) test -tags realkafka -timeout 10m -v -count=1 -run RealKafka ./aggregator/
 
 FUZZTIME ?= 30s
 fuzz: ## run every fuzz target in the repository for FUZZTIME each (default 30s)

@@ -28,6 +28,7 @@ type Agent struct {
 	log   *slog.Logger
 	m     *metrics
 	creds *credentials
+	h     *health
 }
 
 // New validates cfg and returns an Agent. It starts nothing.
@@ -44,7 +45,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: log, m: newMetrics(), creds: creds}
+	a := &Agent{cfg: cfg, log: log, m: newMetrics(), creds: creds, h: newHealth(0)}
 	a.creds.cfg = &a.cfg
 	return a, nil
 }
@@ -108,13 +109,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("parse --aggregator: %w", err)
 	}
 	eps := newEndpoints(a.log, urls, a.cfg.resolver)
-	hc := newHTTPClient(ctx, eps, newLimiter(a.cfg.Bandwidth), a.m)
+	// Chunks and heartbeats share one token bucket: the cap covers both.
+	lim := newLimiter(a.cfg.Bandwidth)
+	hc := newHTTPClient(ctx, eps, lim, a.m)
 	defer hc.CloseIdleConnections()
 	a.creds.secure(hc, urls[0].Scheme)
 	if a.cfg.TokenFile != "" && urls[0].Scheme != "https" {
 		a.log.Warn("INSECURE: --token-file with an http:// aggregator: the token crosses the network in plain text")
 	}
-	sh := &shipper{cfg: &a.cfg, log: a.log, store: store, client: hc, eps: eps, m: a.m}
+	a.h.startSeq = store.NextSeq()
+	defer a.h.close()
+	sh := &shipper{cfg: &a.cfg, log: a.log, store: store, client: hc, eps: eps, m: a.m, h: a.h, link: newLink()}
+	hbc := newHeartbeatClient(ctx, eps, lim, a.m)
+	defer hbc.CloseIdleConnections()
+	a.creds.secure(hbc, urls[0].Scheme)
+	hb := &heartbeater{cfg: &a.cfg, log: a.log, store: store, h: a.h, m: a.m, client: hbc,
+		url: func() string { return eps.currentURL().JoinPath(wire.PathHeartbeat).String() }, link: sh.link.isUp}
 
 	a.log.Info("agent started", slog.String("brokers", fmt.Sprint(a.cfg.Brokers)),
 		slog.String("aggregator", a.cfg.Aggregator), slog.Uint64("epoch", store.Epoch()),
@@ -151,6 +161,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if cp != nil {
 		g.Go(func() error { return cp.run(gctx) })
 	}
+	g.Go(func() error { return hb.run(gctx) })
 	err = g.Wait()
 	st := store.Stats()
 	a.log.Info("agent stopped", slog.Int("buffered_chunks", st.Chunks), slog.Int64("buffered_records", st.Records))
@@ -332,7 +343,13 @@ func (a *Agent) appendChunk(ctx context.Context, rd *reader, store *buffer.Store
 	if err != nil {
 		return fmt.Errorf("encode chunk %d: %w", meta.Seq, err)
 	}
-	if err := store.Append(ctx, frame, meta, next); err != nil {
+	a.h.appendSince.Store(time.Now().UnixNano())
+	err = store.Append(ctx, frame, meta, next)
+	a.h.appendSince.Store(0)
+	if err == nil {
+		a.h.appended(meta.Seq, oldestTimestamp(recs, time.Now()))
+	}
+	if err != nil {
 		if !errors.Is(err, buffer.ErrTooLarge) {
 			return fmt.Errorf("buffer chunk %d: %w", meta.Seq, err)
 		}

@@ -47,6 +47,9 @@ const (
 	// DefaultCheckpointInterval is how often the committed offsets of the
 	// groups matching --sync-groups are sent to the aggregator.
 	DefaultCheckpointInterval = 30 * time.Second
+	// DefaultHeartbeatInterval is how often the agent reports its backlog,
+	// RPO and losses to the aggregator, whatever else it is doing.
+	DefaultHeartbeatInterval = 10 * time.Second
 	// MaxBatchBytes is the largest chunk the agent builds (the aggregator's
 	// default --max-chunk-bytes is 16MiB for the compressed frame).
 	MaxBatchBytes = 16 << 20
@@ -123,6 +126,10 @@ type Config struct {
 	TokenFile string // --token-file: bearer token
 	// Kafka is how the edge cluster is reached (--kafka-*).
 	Kafka kafkaconn.Config
+	// HeartbeatInterval is the time between two heartbeats.
+	HeartbeatInterval time.Duration
+	// Version is reported in heartbeats (the build version).
+	Version string
 
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics registered
@@ -152,6 +159,8 @@ func DefaultConfig() Config {
 
 		CheckpointInterval: DefaultCheckpointInterval,
 		SyncTopicConfigs:   true,
+		HeartbeatInterval:  DefaultHeartbeatInterval,
+		Version:            "dev",
 	}
 }
 
@@ -224,6 +233,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBackoff <= 0 {
 		return bad("--max-backoff", c.MaxBackoff, "must be positive")
+	}
+	if c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > time.Hour {
+		return bad("--heartbeat-interval", c.HeartbeatInterval, "must be between 100ms and 1h (the aggregator's --disconnect-after must be longer)")
 	}
 	if c.LossInterval <= 0 {
 		// Not a flag: only programs embedding the agent set it.

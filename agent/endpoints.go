@@ -63,7 +63,7 @@ type endpoints struct {
 	log     *slog.Logger
 	urls    []*url.URL
 	resolve func(ctx context.Context, host string) ([]string, error)
-	onMove  func() // called after every move (closes idle connections)
+	onMove  []func() // called after every move (each HTTP client closes its idle connections)
 
 	mu       sync.Mutex
 	list     []target
@@ -171,8 +171,8 @@ func (e *endpoints) failed(gen uint64, unreachable bool, reason string) {
 		e.log.Warn("moving to the next aggregator endpoint", slog.String("from", from.String()),
 			slog.String("to", to.String()), slog.String("reason", reason))
 	}
-	if onMove != nil {
-		onMove()
+	for _, f := range onMove {
+		f()
 	}
 }
 

@@ -61,6 +61,13 @@ func (l *link) setUp() time.Duration {
 	return d
 }
 
+// isUp reports whether the link is up.
+func (l *link) isUp() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.up
+}
+
 // upChan is closed once the link is up.
 func (l *link) upChan() <-chan struct{} {
 	l.mu.Lock()

@@ -33,6 +33,12 @@ type metrics struct {
 	// topicConfigReports counts topics reported to the aggregator by
 	// result (synced, refused, error, ignored).
 	topicConfigReports *prometheus.CounterVec
+	rpo                prometheus.Gauge
+	backlogRecords     prometheus.Gauge
+	backlogBytes       prometheus.Gauge
+	bufferFill         prometheus.Gauge
+	heartbeats         *prometheus.CounterVec
+	heartbeatBytes     *prometheus.CounterVec
 
 	collectors promutil.Set
 }
@@ -78,10 +84,23 @@ func newMetrics() *metrics {
 			Name: "loss_ranges_reported_total", Help: "Loss ranges delivered to the aggregator."}),
 		topicConfigReports: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
 			Name: "topic_config_reports_total", Help: "Edge topic settings reported to the aggregator, per topic, by result (synced, refused, error, ignored)."}, []string{"result"}),
+		rpo: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "rpo_seconds", Help: "Age of the oldest buffered record not yet acknowledged by the aggregator (0 when nothing is pending), at the last heartbeat."}),
+		backlogRecords: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "backlog_records", Help: "Records in the buffer not yet acknowledged by the aggregator, at the last heartbeat."}),
+		backlogBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "backlog_bytes", Help: "Chunk frame bytes in the buffer not yet acknowledged, at the last heartbeat."}),
+		bufferFill: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "buffer_fill_ratio", Help: "Used part of the buffer's budget (0 to 1), at the last heartbeat."}),
+		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "heartbeats_total", Help: "Heartbeats sent, by result (delivered, failed)."}, []string{"result"}),
+		heartbeatBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "heartbeat_wire_bytes_total", Help: "Bytes on the heartbeat connection, by direction (sent, received); also counted in wire_bytes_total."}, []string{"direction"}),
 	}
 	m.collectors = promutil.Set{m.recordsRead, m.skipped, m.lost, m.fetchErrors, m.partitions,
 		m.highWatermark, m.lag, m.chunksBuilt, m.rawBytes, m.frameBytes, m.chunksSent, m.recordsAcked,
-		m.sendErrors, m.inflight, m.wireBytes, m.linkUp, m.sendDuration, m.lossesReported, m.topicConfigReports}
+		m.sendErrors, m.inflight, m.wireBytes, m.linkUp, m.sendDuration, m.lossesReported, m.topicConfigReports,
+		m.rpo, m.backlogRecords, m.backlogBytes, m.bufferFill, m.heartbeats, m.heartbeatBytes}
 	return m
 }
 

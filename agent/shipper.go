@@ -45,6 +45,7 @@ type shipper struct {
 	client *http.Client
 	eps    *endpoints
 	m      *metrics
+	h      *health // nil in tests that build a shipper by hand
 
 	link          *link
 	probeInterval time.Duration
@@ -80,7 +81,9 @@ func newHTTPClient(ctx context.Context, eps *endpoints, lim *rate.Limiter, m *me
 	}
 	tr.Protocols = &p
 	// Connections to the endpoint left behind are not reused.
-	eps.onMove = tr.CloseIdleConnections
+	eps.mu.Lock()
+	eps.onMove = append(eps.onMove, tr.CloseIdleConnections)
+	eps.mu.Unlock()
 	return &http.Client{Transport: tr}
 }
 
@@ -165,6 +168,9 @@ func (s *shipper) worker(ctx context.Context) error {
 			}
 			return fmt.Errorf("lease chunk: %w", err)
 		}
+		if s.h != nil {
+			s.h.leased(ch, s.log)
+		}
 		if err := s.ship(ctx, ch); err != nil {
 			return err
 		}
@@ -194,6 +200,10 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 			}
 			s.m.chunksSent.Inc()
 			s.m.recordsAcked.Add(float64(ch.Meta.Records))
+			if s.h != nil {
+				s.h.done(ch.Seq)
+				s.h.clearRefused()
+			}
 			return nil
 		case outcomeRejected:
 			s.markUp()
@@ -208,12 +218,18 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 			if err := s.store.Reject(ch.Seq, wire.LossReasonRejected); err != nil && !errors.Is(err, buffer.ErrNotFound) {
 				return fmt.Errorf("reject chunk %d: %w", ch.Seq, err)
 			}
+			if s.h != nil {
+				s.h.done(ch.Seq)
+			}
 			return nil
 		case outcomeSlow:
 			s.markUp()
 			s.log.Error("aggregator refuses this agent; check credentials and that no other agent uses this edge id",
 				slog.Uint64("seq", ch.Seq), slog.String("reason", reason))
 			wait = s.cfg.MaxBackoff
+			if s.h != nil {
+				s.h.setRefused(reason)
+			}
 		case outcomeRetry, outcomeUnproven:
 			if d := bo.NextBackOff(); wait <= 0 {
 				wait = d
@@ -458,6 +474,11 @@ func (s *shipper) sendLossBatch(ctx context.Context, losses []buffer.Loss) error
 		return fmt.Errorf("forget reported losses: %w", err)
 	}
 	s.m.lossesReported.Add(float64(len(ids)))
+	if s.h != nil {
+		for _, l := range losses {
+			s.h.addLost(l.Reason, l.Range.Records)
+		}
+	}
 	s.log.Info("loss ranges reported to aggregator", slog.Int("ranges", len(ids)))
 	return nil
 }

@@ -41,6 +41,9 @@ func New(cfg Config) (*Aggregator, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.EdgeIDs == nil {
+		cfg.EdgeIDs = sec.edgeIDs // edges in --edges-file that never connected are never-seen
+	}
 	return &Aggregator{cfg: cfg, log: log, m: newMetrics(), lm: newLimitMetrics(), sec: sec, ready: make(chan struct{})}, nil
 }
 
@@ -112,15 +115,31 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	client := &kafka.Client{Addr: kafka.TCP(a.cfg.Brokers...), Transport: tr, Timeout: a.cfg.HubTimeout}
 	h := newHub(&a.cfg, a.log, client, a.m)
 
+	fl := newFleet(&a.cfg, a.log, client, a.m)
+	fc := &fleetCollector{f: fl}
+	if a.cfg.Registerer != nil {
+		if err := a.cfg.Registerer.Register(fc); err != nil {
+			return fmt.Errorf("register fleet metrics: %w", err)
+		}
+		defer a.cfg.Registerer.Unregister(fc)
+	}
+	fctx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
+	fleetDone := make(chan struct{})
+	go func() { defer close(fleetDone); fl.run(fctx) }()
+	// Stopped after the HTTP server (handlers may still write), before the
+	// hub client goes.
+	defer func() { stopFleet(); <-fleetDone }()
+
 	applyCtx, cancelApply := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelApply()
 	cps := newCheckpointer(&a.cfg, a.log, client, st)
+	cps.losses = fl.lossRanges
 	if err := cps.m.collectors.Register(a.cfg.Registerer); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
 	defer cps.m.collectors.Unregister(a.cfg.Registerer)
 	defer cps.close()
-	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, dec: dec, m: a.m, cps: cps,
+	srv := &server{cfg: &a.cfg, log: a.log, hub: h, state: st, fleet: fl, dec: dec, m: a.m, cps: cps,
 		edges: make(map[string]*edgeState), stopping: make(chan struct{}), applyCtx: applyCtx,
 		topics: newTopicSyncer(h, &a.cfg), sec: a.sec, lim: newLimiter(&a.cfg, a.log, a.lm)}
 

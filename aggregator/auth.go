@@ -44,6 +44,15 @@ type security struct {
 	logLimit *rate.Limiter
 }
 
+// edgeIDs returns the edges of the current edges file (nil without one):
+// the fleet view lists those never seen as never-seen.
+func (s *security) edgeIDs() []string {
+	if f := s.edges.Load(); f != nil {
+		return f.ids()
+	}
+	return nil
+}
+
 // newSecurity loads the certificate, the client CA and the edges file.
 func newSecurity(cfg *Config, log *slog.Logger) (*security, error) {
 	s := &security{cfg: cfg, log: log, logLimit: rate.NewLimiter(10, 50)}

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"github.com/edgemirror/edgemirror/internal/testkit"
 	"io"
 	"log/slog"
 	"net"
@@ -22,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/edgemirror/edgemirror/internal/testcerts"
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -75,7 +75,7 @@ func newSecureServer(t testing.TB, hub *kfake.Cluster, edges string, ca *testcer
 	m, lm := newMetrics(), newLimitMetrics()
 	applyCtx, cancelApply := context.WithCancel(context.Background())
 	h := newHub(&cfg, log, client, m)
-	srv := &server{cfg: &cfg, log: log, hub: h, state: st, dec: dec, m: m,
+	srv := &server{cfg: &cfg, log: log, hub: h, state: st, fleet: newFleet(&cfg, log, client, m), dec: dec, m: m,
 		edges: make(map[string]*edgeState), stopping: make(chan struct{}), sec: sec, lim: newLimiter(&cfg, log, lm),
 		applyCtx: applyCtx, topics: newTopicSyncer(h, &cfg)}
 	hs := httptest.NewUnstartedServer(srv.routes())

@@ -81,6 +81,9 @@ type checkpointer struct {
 	log    *slog.Logger
 	client *kafka.Client
 	state  *state
+	// losses returns the loss ranges the fleet knows of an edge (the
+	// events topic in the hub), for the checkpoints' lost counts.
+	losses func(edge string) []wire.LossRange
 	m      *checkpointMetrics
 
 	mu         sync.Mutex
@@ -222,9 +225,9 @@ func (c *checkpointer) apply(ctx context.Context, edge string, rep *wire.Checkpo
 	l := c.edgeLock(edge)
 	l.Lock()
 	defer l.Unlock()
-	losses, err := c.state.losses(edge)
-	if err != nil {
-		return nil, fmt.Errorf("read loss reports: %w", err)
+	var losses []wire.LossRange
+	if c.losses != nil {
+		losses = c.losses(edge)
 	}
 	now := time.Now().UTC()
 	res := &wire.CheckpointResponse{}
@@ -270,7 +273,7 @@ func (c *checkpointer) apply(ctx context.Context, edge string, rep *wire.Checkpo
 }
 
 func (c *checkpointer) translate(ctx context.Context, edge string, g wire.GroupCheckpoint, p wire.PartitionCheckpoint,
-	dest string, losses []lossRecord, now time.Time) (failover.Checkpoint, error) {
+	dest string, losses []wire.LossRange, now time.Time) (failover.Checkpoint, error) {
 	src := failover.Source{Edge: edge, Topic: p.Topic, Partition: p.Partition}
 	cp := failover.Checkpoint{Version: failover.CheckpointVersion, Edge: edge, Group: g.Group, Topic: p.Topic,
 		Partition: p.Partition, EdgeOffset: p.Offset, CommittedAt: g.ReadAt.UTC(), HubTopic: dest,

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/edgemirror/edgemirror/internal/testkit"
 	"io"
 	"net/http"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/edgemirror/edgemirror/internal/failover"
 	"github.com/edgemirror/edgemirror/internal/kafkautil"
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -26,6 +26,7 @@ func withCheckpoints(t *testing.T, s *testServer, hub *kfake.Cluster) *kafka.Cli
 	t.Cleanup(tr.CloseIdleConnections)
 	cl := &kafka.Client{Addr: kafka.TCP(hub.ListenAddrs()...), Transport: tr, Timeout: 10 * time.Second}
 	s.cps = newCheckpointer(s.cfg, s.log, cl, s.state)
+	s.cps.losses = s.fleet.lossRanges
 	t.Cleanup(s.cps.close)
 	return cl
 }

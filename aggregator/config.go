@@ -3,6 +3,7 @@ package aggregator
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -46,6 +47,19 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 	// DefaultHubTimeout bounds one request to the hub.
 	DefaultHubTimeout = 30 * time.Second
+	// DefaultStatusTopic is the compacted hub topic with one status record
+	// per edge: the fleet view.
+	DefaultStatusTopic = "_edgemirror.status"
+	// DefaultEventsTopic is the hub topic of loss events, keyed by edge.
+	DefaultEventsTopic = "_edgemirror.events"
+	// DefaultDisconnectAfter is how long an edge may go unheard before it is
+	// shown disconnected: three default heartbeat intervals.
+	DefaultDisconnectAfter = 30 * time.Second
+	// DefaultBehindAfter is the RPO above which an edge is shown behind.
+	DefaultBehindAfter = time.Minute
+	// DefaultFleetRefresh is how often the fleet topics are read back, so
+	// that what other aggregators received shows here too.
+	DefaultFleetRefresh = 2 * time.Second
 	// DefaultParallelPartitions bounds how many partitions of one chunk are
 	// produced at once.
 	DefaultParallelPartitions = 8
@@ -144,6 +158,18 @@ type Config struct {
 	MaxEdges              int
 	MaxSourcePartitions   int
 
+	// The fleet view.
+	StatusTopic     string
+	EventsTopic     string
+	DisconnectAfter time.Duration
+	BehindAfter     time.Duration
+	FleetRefresh    time.Duration
+	// AggregatorID names this aggregator in status records and loss events.
+	AggregatorID string
+	// EdgeIDs returns the edges that are expected to connect (the edges
+	// file); those never heard from are shown never-seen. Nil: none.
+	EdgeIDs func() []string
+
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics
 }
@@ -183,6 +209,12 @@ func DefaultConfig() Config {
 		MaxDecodedBytes:       DefaultMaxDecodedBytes,
 		MaxEdges:              DefaultMaxEdges,
 		MaxSourcePartitions:   DefaultMaxSourcePartitions,
+		StatusTopic:           DefaultStatusTopic,
+		EventsTopic:           DefaultEventsTopic,
+		DisconnectAfter:       DefaultDisconnectAfter,
+		BehindAfter:           DefaultBehindAfter,
+		FleetRefresh:          DefaultFleetRefresh,
+		AggregatorID:          defaultAggregatorID(),
 	}
 }
 
@@ -257,6 +289,26 @@ func (c *Config) Validate() error {
 		if v == "" || len(v) > wire.MaxTopicConfigValueLen {
 			return bad("--hub-topic-config", k+"="+v, "value of %s must be 1-%d characters", k, wire.MaxTopicConfigValueLen)
 		}
+	}
+	for _, t := range []struct{ flag, v string }{{"--status-topic", c.StatusTopic}, {"--events-topic", c.EventsTopic}} {
+		if err := wire.ValidTopicName(t.v); err != nil {
+			return bad(t.flag, t.v, "%v", err)
+		}
+	}
+	if c.StatusTopic == c.EventsTopic {
+		return bad("--events-topic", c.EventsTopic, "must differ from --status-topic")
+	}
+	if c.DisconnectAfter < time.Second {
+		return bad("--disconnect-after", c.DisconnectAfter, "must be at least 1s (and longer than the agents' --heartbeat-interval)")
+	}
+	if c.BehindAfter <= 0 {
+		return bad("--behind-after", c.BehindAfter, "must be positive")
+	}
+	if c.FleetRefresh < 100*time.Millisecond {
+		return bad("--fleet-refresh", c.FleetRefresh, "must be at least 100ms")
+	}
+	if len(c.AggregatorID) > 255 {
+		return bad("--aggregator-id", c.AggregatorID, "must be at most 255 bytes")
 	}
 	if err := c.validateSecurity(); err != nil {
 		return err
@@ -374,4 +426,12 @@ func HubTopic(template, edge, topic string) (string, error) {
 		return "", err
 	}
 	return destTopic(template, edge, topic)
+}
+
+// defaultAggregatorID is the host name, or "aggregator" without one.
+func defaultAggregatorID() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "aggregator"
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/edgemirror/edgemirror/internal/wire"
@@ -44,6 +45,16 @@ func (e *edgeEntry) allows(topic string) bool { return e.topics.MatchString(topi
 type edgesFile struct {
 	byID   map[string]*edgeEntry
 	tokens []*edgeEntry // in file order
+}
+
+// ids returns the edge ids the file allows, sorted.
+func (f *edgesFile) ids() []string {
+	out := make([]string, 0, len(f.byID))
+	for id := range f.byID {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // certEdges reports whether any edge authenticates with a certificate.

@@ -36,6 +36,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LeakOptions()...)
 
 func newHubCluster(t testing.TB) *kfake.Cluster { return testkit.Cluster(t) }
 
+// brokers is a hub cluster: kfake's, or a real one (build tag realkafka).
+type brokers interface{ ListenAddrs() []string }
+
 func testConfig(brokers []string, stateDir string) Config {
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -58,7 +61,7 @@ type testServer struct {
 
 // newTestServer starts a server writing to the hub cluster with a state
 // directory of its own unless one is given.
-func newTestServer(t testing.TB, hub *kfake.Cluster, stateDir string, mutate func(*Config)) *testServer {
+func newTestServer(t testing.TB, hub brokers, stateDir string, mutate func(*Config)) *testServer {
 	t.Helper()
 	if stateDir == "" {
 		stateDir = filepath.Join(t.TempDir(), "state")
@@ -84,7 +87,7 @@ func newTestServer(t testing.TB, hub *kfake.Cluster, stateDir string, mutate fun
 	m := newMetrics()
 	applyCtx, cancelApply := context.WithCancel(context.Background())
 	h := newHub(&cfg, log, client, m)
-	srv := &server{cfg: &cfg, log: log, hub: h, state: st, dec: dec, m: m,
+	srv := &server{cfg: &cfg, log: log, hub: h, state: st, fleet: newFleet(&cfg, log, client, m), dec: dec, m: m,
 		edges: make(map[string]*edgeState), stopping: make(chan struct{}), applyCtx: applyCtx,
 		topics: newTopicSyncer(h, &cfg)}
 	hs := httptest.NewServer(srv.routes())

@@ -32,6 +32,11 @@ type metrics struct {
 	topicConfigChanges *prometheus.CounterVec
 	topicConfigRefused *prometheus.CounterVec
 
+	heartbeats         *prometheus.CounterVec
+	fleetReadErrors    prometheus.Counter
+	fleetWriteErrors   prometheus.Counter
+	fleetWriteDuration prometheus.Histogram
+
 	collectors promutil.Set
 }
 
@@ -78,10 +83,20 @@ func newMetrics() *metrics {
 			Name: "topic_config_changes_total", Help: "Hub topic settings changed to follow the edge, by op (set, delete)."}, []string{"op"}),
 		topicConfigRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
 			Name: "topic_config_refused_total", Help: "Hub topic settings the hub refused, by key; retried at the next sync."}, []string{"key"}),
+		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "heartbeats_total", Help: "Heartbeats received, by result (ok, invalid, unavailable)."}, []string{"result"}),
+		fleetReadErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "fleet_read_errors_total", Help: "Failed reads of the status and events topics."}),
+		fleetWriteErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "fleet_write_errors_total", Help: "Failed writes to the status and events topics."}),
+		fleetWriteDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "fleet_write_duration_seconds", Help: "Duration of one write to the status or events topic.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 	}
 	m.collectors = promutil.Set{m.chunks, m.written, m.duplicates, m.produceErrors, m.produceDuration,
 		m.claims, m.fenced, m.transactions, m.txnRecords, m.txnChunks, m.commitDuration,
-		m.applyDuration, m.derivations, m.lost, m.receivedBytes, m.edges, m.topicConfigChanges, m.topicConfigRefused}
+		m.applyDuration, m.derivations, m.lost, m.receivedBytes, m.edges, m.topicConfigChanges, m.topicConfigRefused,
+		m.heartbeats, m.fleetReadErrors, m.fleetWriteErrors, m.fleetWriteDuration}
 	return m
 }
 

@@ -64,6 +64,7 @@ type server struct {
 	log   *slog.Logger
 	hub   *hub
 	state *state
+	fleet *fleet
 	dec   *wire.Decoder
 	m     *metrics
 	cps   *checkpointer // group checkpoints; nil answers 404
@@ -97,6 +98,10 @@ func (s *server) routes() http.Handler {
 	mux.Handle("GET "+wire.PathResume, s.guard(http.HandlerFunc(s.handleResume)))
 	mux.Handle("POST "+wire.PathCheckpoints, s.guard(http.HandlerFunc(s.handleCheckpoints)))
 	mux.Handle("POST "+wire.PathTopicConfigs, s.guard(http.HandlerFunc(s.handleTopicConfigs)))
+	mux.Handle("POST "+wire.PathHeartbeat, s.guard(http.HandlerFunc(s.handleHeartbeat)))
+	// The fleet view is for operators (edgemirror status); it names edges
+	// and their backlog, nothing an edge could use to write.
+	mux.HandleFunc("GET "+wire.PathEdges, s.handleEdges)
 	mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -396,6 +401,7 @@ func (s *server) run(es *edgeState) {
 		}
 		s.m.txnChunks.Observe(float64(len(group)))
 
+		var refused []wire.LossRange
 		es.mu.Lock()
 		for i, pc := range group {
 			if es.pending[pc.c.Seq] == pc {
@@ -408,9 +414,7 @@ func (s *server) run(es *edgeState) {
 			if pc.c.Seq == es.next && pc.epoch == es.epoch {
 				es.next++
 			}
-			if refused := results[i].refused; len(refused) > 0 {
-				s.recordRefused(es.name, refused)
-			}
+			refused = append(refused, results[i].refused...)
 			pc.finish(&wire.ChunkResponse{Seq: pc.c.Seq, Records: len(pc.c.Records), Written: results[i].written, Duplicates: results[i].duplicates,
 				Refused: results[i].refused}, nil)
 			s.log.Debug("chunk applied", slog.String("edge", es.name), slog.Uint64("seq", pc.c.Seq),
@@ -424,18 +428,28 @@ func (s *server) run(es *edgeState) {
 			}
 		}
 		es.mu.Unlock()
+		if len(refused) > 0 {
+			s.recordRefused(es.name, refused)
+		}
 	}
 }
 
 // recordRefused keeps the records the hub refused for good with the loss
 // reports, so that the centre lists them like every other loss.
 func (s *server) recordRefused(edge string, ranges []wire.LossRange) {
-	added, err := s.state.addLosses(edge, ranges, time.Now())
+	// Into the hub's events topic like every reported loss, exactly once
+	// across aggregators; the agent also counts them.
+	ctx, cancel := context.WithTimeout(s.applyCtx, s.cfg.HubTimeout)
+	defer cancel()
+	written, err := s.fleet.writeLosses(ctx, edge, ranges)
 	if err != nil {
-		s.log.Error("store records refused by the hub", slog.String("edge", edge), slog.Any("error", err))
-		return
+		s.log.Error("record records refused by the hub as lost events; they stay in the log and local state only",
+			slog.String("edge", edge), slog.Any("error", err))
 	}
-	for _, lr := range added {
+	if _, err := s.state.addLosses(edge, ranges, time.Now()); err != nil {
+		s.log.Warn("store refused records in local state", slog.String("edge", edge), slog.Any("error", err))
+	}
+	for _, lr := range written {
 		s.m.lost.WithLabelValues(edge, lr.Reason).Add(float64(lr.Records))
 	}
 }
@@ -540,14 +554,20 @@ func (s *server) handleLosses(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	added, err := s.state.addLosses(edge, rep.Ranges, time.Now())
+	// The hub's events topic is the durable, shared record of losses: the
+	// report is answered only after it holds every range (written exactly
+	// once, whichever aggregator got the report first).
+	written, err := s.fleet.writeLosses(r.Context(), edge, rep.Ranges)
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: "store loss report: " + err.Error()})
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorResponse{Error: "store loss events in hub: " + err.Error()})
 		return
 	}
-	// Only ranges not stored before: a report is re-sent when its answer
+	if _, err := s.state.addLosses(edge, rep.Ranges, time.Now()); err != nil {
+		s.log.Warn("store loss report in local state; the hub has it", slog.String("edge", edge), slog.Any("error", err))
+	}
+	// Only ranges not written before: a report is re-sent when its answer
 	// was lost.
-	for _, lr := range added {
+	for _, lr := range written {
 		s.log.Warn("edge reported lost records", slog.String("edge", edge), slog.String("reason", lr.Reason),
 			slog.String("topic", lr.Topic), slog.Int("partition", int(lr.Partition)),
 			slog.Int64("first_offset", lr.FirstOffset), slog.Int64("last_offset", lr.LastOffset),
@@ -555,33 +575,6 @@ func (s *server) handleLosses(w http.ResponseWriter, r *http.Request) {
 		s.m.lost.WithLabelValues(edge, s.lim.reasonLabel(lr.Reason)).Add(float64(lr.Records))
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"ranges": len(rep.Ranges)})
-}
-
-// handleListLosses lists the loss ranges reported by agents, of one edge
-// (?edge=ID) or of all.
-func (s *server) handleListLosses(w http.ResponseWriter, r *http.Request) {
-	edge := r.URL.Query().Get("edge")
-	// An authenticated edge sees only its own losses.
-	if e := credentialOf(r); e != nil {
-		if _, he := s.identityOf(r, e); he != nil {
-			writeJSON(w, he.status, wire.ErrorResponse{Error: he.msg})
-			return
-		}
-		if edge != "" && edge != e.id {
-			writeJSON(w, http.StatusForbidden, wire.ErrorResponse{Error: fmt.Sprintf("credential of edge %s cannot list the losses of edge %q", e.id, edge)})
-			return
-		}
-		edge = e.id
-	}
-	out, err := s.state.losses(edge)
-	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, wire.ErrorResponse{Error: err.Error()})
-		return
-	}
-	if out == nil {
-		out = []lossRecord{}
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -146,21 +146,3 @@ func (s *state) addLosses(edge string, ranges []wire.LossRange, at time.Time) ([
 	})
 	return added, err
 }
-
-// losses returns the stored loss ranges, of one edge or of all ("").
-func (s *state) losses(edge string) ([]lossRecord, error) {
-	var out []lossRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLosses).ForEach(func(_, v []byte) error {
-			var r lossRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return err
-			}
-			if edge == "" || r.Edge == edge {
-				out = append(out, r)
-			}
-			return nil
-		})
-	})
-	return out, err
-}

@@ -92,6 +92,8 @@ Usage:
   edgemirror translate-group [flags]
                                   move an edge consumer group to the hub (dry run by default)
   edgemirror reset-group [flags]  point a hub consumer group at a time (--to-datetime)
+  edgemirror status [flags]       show every edge: state, backlog, RPO, losses
+  edgemirror losses [flags]       list the lost ranges recorded in the hub
   edgemirror version              print the version
 
 Run "edgemirror COMMAND --help" for the flags of a command.
@@ -116,6 +118,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return runTranslateGroup(ctx, args[1:], stdout, stderr, getenv)
 	case "reset-group":
 		return runResetGroup(ctx, args[1:], stdout, stderr, getenv)
+	case "status":
+		return runStatus(ctx, args[1:], stdout, stderr, getenv)
+	case "losses":
+		return runLosses(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "edgemirror %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
@@ -289,6 +295,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cmd.intv(&cfg.Inflight, "inflight", "chunks in flight at once (pipelining hides the link's round-trip time)")
 	cmd.duration(&cfg.RequestTimeout, "request-timeout", "an upload is cut when none of its bytes (nor of its connection) moved for this long; also how long the aggregator's answer may take after the last byte")
 	cmd.duration(&cfg.MaxBackoff, "max-backoff", "longest wait between two attempts to ship a chunk")
+	cmd.duration(&cfg.HeartbeatInterval, "heartbeat-interval", "how often backlog, RPO and losses are reported to the aggregator, also when idle, blocked or refused (on a connection of their own)")
 	cmd.section("Aggregator security")
 	cmd.str(&cfg.TLSCA, "tls-ca", "PEM file of the CA that signed the aggregator's certificate (default: the system roots); the server name is always verified")
 	cmd.str(&cfg.TLSCert, "tls-cert", "PEM client certificate naming this edge (URI SAN edgemirror://edge/<id> or CN <id>); re-read on SIGHUP")
@@ -314,6 +321,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		}
 		return err
 	}
+	cfg.Version = version
 	cfg.BufferFull, _ = buffer.ParsePolicy(policy)
 	cfg.Compression, _ = wire.ParseCodec(compression)
 	cfg.CompressionLevel, _ = wire.ParseLevel(level)
@@ -460,6 +468,13 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 			"      Kafka refuses records without a key on compacted topics: set cleanup.policy=compact only for keyed edge topics")
 	cmd.section("Hub Kafka security")
 	kafkaFlags(cmd, &cfg.Kafka, "hub")
+	cmd.section("Fleet view")
+	cmd.str(&cfg.StatusTopic, "status-topic", "compacted hub topic holding one status record per edge (shared by every aggregator)")
+	cmd.str(&cfg.EventsTopic, "events-topic", "hub topic of loss events, keyed by edge")
+	cmd.duration(&cfg.DisconnectAfter, "disconnect-after", "an edge not heard from for this long is shown disconnected (keep above the agents' --heartbeat-interval)")
+	cmd.duration(&cfg.BehindAfter, "behind-after", "an edge whose RPO is above this is shown behind")
+	cmd.duration(&cfg.FleetRefresh, "fleet-refresh", "how often the status and events topics are read back (what other aggregators received)")
+	cmd.str(&cfg.AggregatorID, "aggregator-id", "name of this aggregator in status records and loss events (default: the host name)")
 	cmd.section("State")
 	cmd.str(&cfg.StateDir, "state-dir", "directory of the aggregator's state (resume points and loss reports; may be lost without duplicates)")
 	co.register(cmd)

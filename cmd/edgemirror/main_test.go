@@ -14,6 +14,8 @@ import (
 	"github.com/edgemirror/edgemirror/internal/testkit"
 )
 
+// TestMain fails the package if a goroutine outlives the tests; only the
+// in-process Kafka's (kfake) are ignored.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testkit.LeakOptions()...) }
 
 func env(kv map[string]string) func(string) string {
@@ -60,6 +62,11 @@ func TestUsageErrors(t *testing.T) {
 		{"reset-group without time", []string{"reset-group", "--hub-brokers", "h:1", "--group", "g", "--topics", "t"}, nil, "--to-datetime"},
 		{"reset-group bad time", []string{"reset-group", "--hub-brokers", "h:1", "--group", "g", "--topics", "t", "--to-datetime", "2026-12-01 10:00"}, nil, "--to-datetime"},
 		{"reset-group without topics", []string{"reset-group", "--hub-brokers", "h:1", "--group", "g", "--to-datetime", "2026-12-01T10:00:00Z"}, nil, "--topics"},
+		{"heartbeat too slow", append(append([]string{}, agentOK...), "--heartbeat-interval", "2h"), nil, "--heartbeat-interval"},
+		{"heartbeat too fast", append(append([]string{}, agentOK...), "--heartbeat-interval", "1ms"), nil, "--heartbeat-interval"},
+		{"bad status topic", []string{"aggregator", "--brokers", "a:1", "--status-topic", "bad topic"}, nil, "--status-topic"},
+		{"same fleet topics", []string{"aggregator", "--brokers", "a:1", "--events-topic", "_edgemirror.status"}, nil, "--events-topic"},
+		{"short disconnect", []string{"aggregator", "--brokers", "a:1", "--disconnect-after", "10ms"}, nil, "--disconnect-after"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,12 +124,12 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		want := map[string][]string{
 			"agent": {"--edge-id", "--brokers", "--topics", "--exclude-topics", "--buffer-dir", "--buffer-max-bytes",
 				"--buffer-full", "--aggregator", "--batch-bytes", "--linger", "--bandwidth", "--compression",
-				"--compression-level", "--inflight", "--metrics-addr", "--log-level", "--log-format",
+				"--compression-level", "--inflight", "--metrics-addr", "--log-level", "--log-format", "--heartbeat-interval",
 				"(default 1GiB; env EDGEMIRROR_BUFFER_MAX_BYTES)", "(default 1MiB", "(default 1s", "(default zstd", "(default 4;",
 				"--sync-groups", "--checkpoint-interval", "(default 30s; env EDGEMIRROR_CHECKPOINT_INTERVAL)"},
 			"aggregator": {"--listen", "--brokers", "--state-dir", "--topic-template", "--hub-replication-factor",
 				"--max-chunk-bytes", "--metrics-addr", "--log-level", "--log-format", "(default :8080", "(default {edge}.{topic}",
-				"(default 16MiB", "--checkpoint-topic", "(default _edgemirror.checkpoints", "--sync-group-offsets"},
+				"(default 16MiB", "--status-topic", "(default _edgemirror.status", "--events-topic", "--disconnect-after", "--behind-after", "--checkpoint-topic", "(default _edgemirror.checkpoints", "--sync-group-offsets"},
 			"translate": {"--hub-brokers", "--edge", "--topic", "--partition", "--offset", "--topic-template", "--json",
 				"env EDGEMIRROR_HUB_BROKERS"},
 			"translate-group": {"--hub-brokers", "--edge", "--group", "--edge-brokers", "--topics", "--execute",

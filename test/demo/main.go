@@ -9,8 +9,9 @@
 // the link for a few seconds so that the agent's buffer is seen filling and
 // draining, and ends by checking, record by record, that every reading is in
 // the hub exactly once and in order, with key, value, headers, timestamp and
-// provenance headers. It exits non-zero with a message if that check fails or
-// a time bound is hit.
+// provenance headers. It ends with what an operator sees: `edgemirror status`
+// (and `edgemirror losses` when an edge lost records). It exits non-zero with
+// a message if that check fails or a time bound is hit.
 //
 // The Kafka clusters are in-process fakes (franz-go's kfake); they live here,
 // under test/, and never in the edgemirror binary. The agent and aggregator
@@ -20,9 +21,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -161,14 +165,64 @@ func run(ctx context.Context, c config, dir string) error {
 		s.wire/float64(s.produced), s.ratio(), c.cut, s.maxChunks, size(s.maxBytes))
 
 	// A clean stop: SIGTERM, the agent first, and both exit with code 0.
+	// The agent's last heartbeat tells the aggregator what it stopped with.
 	if err := agent.stop(10 * time.Second); err != nil {
+		return err
+	}
+	status, err := fleetView(ctx, c.bin, "http://"+aggAddr)
+	if err != nil {
 		return err
 	}
 	if err := agg.stop(10 * time.Second); err != nil {
 		return err
 	}
 	fmt.Println("agent and aggregator stopped on SIGTERM with exit code 0")
+	fmt.Print(status)
 	return nil
+}
+
+// fleetView returns what an operator sees: `edgemirror status`, and
+// `edgemirror losses` when an edge lost records.
+func fleetView(ctx context.Context, bin, aggURL string) (string, error) {
+	query := func(args ...string) ([]byte, error) {
+		out, err := exec.CommandContext(ctx, bin, append(args, "--aggregator", aggURL)...).Output()
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return nil, fmt.Errorf("edgemirror %s: %w: %s", args[0], err, ee.Stderr)
+			}
+			return nil, fmt.Errorf("edgemirror %s: %w", args[0], err)
+		}
+		return out, nil
+	}
+	table, err := query("status")
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n$ edgemirror status --aggregator %s\n%s", aggURL, table)
+	raw, err := query("status", "--json")
+	if err != nil {
+		return "", err
+	}
+	var rows []struct {
+		LostRecords int64 `json:"lost_records"`
+	}
+	if err := json.Unmarshal(raw, &rows); err != nil {
+		return "", fmt.Errorf("decode edgemirror status --json: %w", err)
+	}
+	var lost int64
+	for _, r := range rows {
+		lost += r.LostRecords
+	}
+	if lost > 0 {
+		losses, err := query("losses")
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "\n$ edgemirror losses --aggregator %s\n%s", aggURL, losses)
+	}
+	return b.String(), nil
 }
 
 // startAggregator runs `edgemirror aggregator` writing to the hub and waits
@@ -214,6 +268,9 @@ func startAgent(bin, dir string, edgeBrokers []string, aggregatorURL string) (*p
 		// Retry at least every second (the default backoff grows to 30s),
 		// so that the agent notices within a second that the link is back.
 		"--max-backoff", "1s",
+		// Report every second (default 10s), so that the status table at
+		// the end is current.
+		"--heartbeat-interval", "1s",
 	)
 	if err != nil {
 		return nil, "", err

@@ -62,3 +62,4 @@ func TestTwoAggregators(t *testing.T) { scenario.TwoAggregators(t, clusters, 300
 // moves on each time.
 func TestAgentFailover(t *testing.T)   { scenario.AgentFailover(t, clusters) }
 func TestTopicConfigSync(t *testing.T) { scenario.TopicConfigSync(t, clusters) }
+func TestFleetView(t *testing.T)       { scenario.FleetView(t, clusters) }

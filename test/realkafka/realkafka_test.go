@@ -127,6 +127,8 @@ func TestCompactedHubTail(t *testing.T)            { scenario.CompactedHubTail(t
 func TestCompactedHubTailActive(t *testing.T)      { scenario.CompactedHubTailActive(t, kafka4) }
 func TestTopicConfigRefused(t *testing.T)          { scenario.TopicConfigRefused(t, kafka4) }
 func TestKafka39TopicConfigSync(t *testing.T)      { scenario.TopicConfigSync(t, shared(Version39)) }
+func TestFleetView(t *testing.T)                   { scenario.FleetView(t, kafka4) }
+func TestKafka39DropOldestLossEvents(t *testing.T) { scenario.DropOldest(t, shared(Version39)) }
 func TestKafka39KillAgentMidStream(t *testing.T)   { scenario.KillAgent(t, shared(Version39)) }
 func TestKafka39EmptyAggregatorState(t *testing.T) {
 	scenario.EmptyAggregatorState(t, shared(Version39))

@@ -157,6 +157,7 @@ func DropOldest(t *testing.T, clusters Clusters) {
 		t.Fatal("no loss was reported")
 	}
 	e.Check(lost)
+	e.checkLossEvents(lost)
 }
 
 // Transactions: committed transactional records arrive, aborted ones never,
