@@ -4,15 +4,21 @@
 SHELL := /bin/bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# Build date: SOURCE_DATE_EPOCH when set (reproducible builds), else now.
+DATE ?= $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(date +%s)} +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 BIN := bin/edgemirror
 
-.PHONY: all build demo test test-unit test-e2e test-realkafka vet fuzz bench bench-quick bench-go clean
+.PHONY: all build dist demo test test-unit test-e2e test-realkafka vet fuzz bench bench-quick bench-go clean
 
 all: build
 
 build: ## static binary, no cgo
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/edgemirror
+
+dist: ## release: static binaries for linux/amd64, arm64 and arm (v7), .deb and .rpm of each, SHA256SUMS, in dist/
+	$(GO) run ./packaging/dist --out dist --version '$(VERSION)' --commit '$(COMMIT)' --date '$(DATE)'
 
 demo: ## edge + hub (in-process), agent, aggregator, link cut, verification
 	@# One go build for both programs: they share most dependencies.
@@ -46,4 +52,4 @@ bench-quick: build ## small matrix (sensor, lan + wan, 200k records), under 5 mi
 	EDGEMIRROR_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/bench --bin $(BIN) --matrix quick
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
