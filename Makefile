@@ -10,7 +10,7 @@ DATE ?= $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(date +%s)} +%Y-%m-%dT%H:%M:
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 BIN := bin/edgemirror
 
-.PHONY: all build dist demo test test-unit test-e2e test-realkafka vet fuzz bench bench-quick bench-go clean
+.PHONY: all build dist demo test test-unit test-e2e test-packaging test-realkafka vet fuzz bench bench-quick bench-go bench-rss clean
 
 all: build
 
@@ -36,6 +36,12 @@ test-unit: build ## unit tests (race detector) and the in-process end-to-end sui
 
 test-e2e: build
 	EDGEMIRROR_BIN=$(CURDIR)/$(BIN) $(GO) test -race -timeout 10m -v ./test/e2e/
+
+test-packaging: ## release files, .deb in a throwaway root, .rpm, units, arm64/armv7 under qemu (part of test-unit)
+	$(GO) test -timeout 10m -count=1 -v ./test/packaging/
+
+bench-rss: ## agent RSS idle and busy: native amd64, arm64 and armv7 under qemu-user-static
+	$(GO) test -run '^$$' -bench AgentRSS -benchtime 1x ./test/packaging/
 
 test-realkafka: build ## end-to-end suite against real Apache Kafka brokers (downloads Kafka once)
 	@# -p 1: each package starts its own JVMs; two at once starve 2 cores.
