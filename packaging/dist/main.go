@@ -47,9 +47,9 @@ var Targets = []Target{
 	{Name: "armv7", GOARCH: "arm", GOARM: "7", Nfpm: "arm7"},
 }
 
-// DefaultMaxBinaryBytes is the largest binary a release may ship: edge
-// gateways have little flash.
-const DefaultMaxBinaryBytes = 20 << 20
+// DefaultMaxBinaryBytes is the largest binary a release may ship (20 MB):
+// edge gateways have little flash.
+const DefaultMaxBinaryBytes = 20_000_000
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	date := fs.String("date", "", "build date, RFC 3339 (default now, UTC); also the files' time stamp in the packages")
 	config := fs.String("config", "packaging/nfpm.yaml", "nfpm package definition")
 	only := fs.String("targets", "", "comma-separated subset of amd64,arm64,armv7 (default all)")
-	maxBytes := fs.Int64("max-binary-bytes", DefaultMaxBinaryBytes, "fail if a binary is larger")
+	maxBytes := fs.Int64("max-binary-bytes", DefaultMaxBinaryBytes, "fail if a binary is larger (bytes)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,6 +77,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("parse --date %q: want RFC 3339 such as 2026-01-01T00:00:00Z: %w", *date, err)
 		}
 		built = t.UTC()
+	}
+	for name, v := range map[string]string{"--version": *version, "--commit": *commit} {
+		if v == "" || strings.ContainsAny(v, " \t\n'\"") {
+			return fmt.Errorf("%s %q: must be non-empty, without spaces or quotes", name, v)
+		}
 	}
 	targets, err := selectTargets(*only)
 	if err != nil {
@@ -175,7 +180,15 @@ func goBuild(ctx context.Context, t Target, ldflags, out string) error {
 	return nil
 }
 
-var unsafeVersion = regexp.MustCompile(`[^A-Za-z0-9.+~]+`)
+var (
+	unsafeVersion = regexp.MustCompile(`[^A-Za-z0-9.+~]+`)
+	dots          = regexp.MustCompile(`\.{2,}`)
+)
+
+// sanitize replaces what dpkg and rpm do not allow in a version by dots.
+func sanitize(s string) string {
+	return strings.Trim(dots.ReplaceAllString(unsafeVersion.ReplaceAllString(s, "."), "."), ".")
+}
 
 // PackageVersion turns a version as `git describe` prints it into one that
 // dpkg and rpm sort correctly: "v1.2.3" is "1.2.3", "v1.2.3-4-gabc" is
@@ -184,14 +197,14 @@ var unsafeVersion = regexp.MustCompile(`[^A-Za-z0-9.+~]+`)
 func PackageVersion(v string) string {
 	v = strings.TrimPrefix(v, "v")
 	if v == "" || v[0] < '0' || v[0] > '9' {
-		return "0.0.0~git" + strings.Trim(unsafeVersion.ReplaceAllString(v, "."), ".")
+		return "0.0.0~git" + sanitize(v)
 	}
 	core, rest, _ := strings.Cut(v, "-")
-	core = unsafeVersion.ReplaceAllString(core, ".")
+	core = sanitize(core)
 	if rest == "" {
 		return core
 	}
-	return core + "+" + strings.Trim(unsafeVersion.ReplaceAllString(rest, "."), ".")
+	return core + "+" + sanitize(rest)
 }
 
 // Package writes the format ("deb" or "rpm") package of binary for t into

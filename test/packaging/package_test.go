@@ -65,8 +65,8 @@ func TestReleaseFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%s: %d bytes (%.1f MiB)", filepath.Base(bin), fi.Size(), float64(fi.Size())/(1<<20))
-		if fi.Size() > 20<<20 {
-			t.Errorf("%s is %d bytes, more than 20 MiB", bin, fi.Size())
+		if fi.Size() > 20_000_000 {
+			t.Errorf("%s is %d bytes, more than 20 MB", bin, fi.Size())
 		}
 		f, err := elf.Open(bin)
 		if err != nil {
