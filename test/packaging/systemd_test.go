@@ -1,0 +1,190 @@
+package packaging
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgemirror/edgemirror/internal/testkit"
+	"github.com/edgemirror/edgemirror/test/internal/harness"
+)
+
+// bootScript boots a sysroot's overlay with systemd as its init, in a
+// systemd-nspawn container that shares this machine's network (so the
+// units reach the in-process clusters on 127.0.0.1) and nothing else.
+const bootScript = `set -e
+R="$1"
+mount -t overlay overlay -o lowerdir=/,upperdir="$R/upper",workdir="$R/work" "$R/root"
+exec timeout -k 10 240 systemd-nspawn -q -D "$R/root" --register=no --keep-unit --link-journal=no \
+  --setenv=SYSTEMD_COLORS=0 --setenv=COLUMNS=300 --boot`
+
+// TestUnitsStartUnderSystemd installs the .deb into a throwaway root,
+// enables both units with env files pointing at in-process edge and hub
+// clusters, and boots the root with systemd (systemd-nspawn): the hardened
+// units start (ExecStartPre --check included), the agent ships records
+// through the aggregator to the hub exactly once, both run as edgemirror
+// and write only their state directories.
+func TestUnitsStartUnderSystemd(t *testing.T) {
+	r := newSysroot(t)
+	tool(t, "systemd-nspawn", "systemd-container")
+	r.put(t, debFile(t, "amd64"), "/edgemirror-test/edgemirror.deb")
+	r.run(t, "dpkg", "-i", "/edgemirror-test/edgemirror.deb")
+	r.run(t, "systemctl", "enable", "edgemirror-agent.service", "edgemirror-aggregator.service")
+
+	edge := testkit.Cluster(t).ListenAddrs()
+	hub := testkit.Cluster(t).ListenAddrs()
+	port := func() string { return "127.0.0.1:" + strconv.Itoa(harness.FreePort(t)) }
+	aggAddr, aggMetrics, agentMetrics := port(), port(), port()
+	const edgeID = "gw-systemd"
+	r.setEnv(t, "/etc/edgemirror/agent.env", map[string]string{
+		"EDGEMIRROR_EDGE_ID": edgeID, "EDGEMIRROR_BROKERS": strings.Join(edge, ","),
+		"EDGEMIRROR_AGGREGATOR": "http://" + aggAddr, "EDGEMIRROR_METRICS_ADDR": agentMetrics,
+		"EDGEMIRROR_LINGER": "200ms", "EDGEMIRROR_METADATA_INTERVAL": "1s", "EDGEMIRROR_MAX_BACKOFF": "1s",
+	})
+	r.setEnv(t, "/etc/edgemirror/aggregator.env", map[string]string{
+		"EDGEMIRROR_LISTEN": aggAddr, "EDGEMIRROR_BROKERS": strings.Join(hub, ","),
+		"EDGEMIRROR_METRICS_ADDR": aggMetrics, "EDGEMIRROR_SETTLE_TIME": "500ms",
+	})
+	// A machine id of its own (an empty file: systemd makes a transient one).
+	if err := os.WriteFile(filepath.Join(r.dir, "upper", "etc", "machine-id"), nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+
+	prod, err := harness.NewProducer(edge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	ctx := t.Context()
+	if err := prod.CreateTopic(ctx, "sensors", 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.Produce(ctx, "sensors", 3, 100); err != nil {
+		t.Fatal(err)
+	}
+
+	console := filepath.Join(t.TempDir(), "console.log")
+	out, err := os.Create(console)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	boot := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", bootScript, "sh", r.dir)
+	boot.Stdout, boot.Stderr = out, out
+	boot.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := boot.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- boot.Wait() }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		// SIGTERM makes systemd-nspawn power the container off in order.
+		_ = syscall.Kill(-boot.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(60 * time.Second):
+			_ = syscall.Kill(-boot.Process.Pid, syscall.SIGKILL)
+			<-exited
+			t.Error("the container did not power off within 60s of SIGTERM")
+		}
+	}
+	defer stop()
+	consoleText := func() string { b, _ := os.ReadFile(console); return string(b) }
+	journal := func() string {
+		o, _ := runErr("journalctl", "-D", filepath.Join(r.dir, "upper", "var", "log", "journal"), "-o", "short-monotonic",
+			"-u", "edgemirror-agent.service", "-u", "edgemirror-aggregator.service", "--no-pager")
+		return o
+	}
+
+	harness.Eventually(t, 3*time.Minute, "300 records acknowledged by the agent under systemd", func() error {
+		select {
+		case err := <-exited:
+			exited <- err
+			if !strings.Contains(consoleText(), "Welcome to") {
+				t.Skipf("SKIP: systemd-nspawn cannot boot a container on this machine (%v):\n%s", err, tail([]byte(consoleText()), 20))
+			}
+			return fmt.Errorf("the container stopped (%v):\n%s", err, tail([]byte(consoleText()), 40))
+		default:
+		}
+		m, err := harness.Scrape(ctx, agentMetrics)
+		if err != nil {
+			return err
+		}
+		if got := m["edgemirror_agent_records_acked_total"]; got < 300 {
+			return fmt.Errorf("%v acknowledged", got)
+		}
+		return nil
+	})
+	if err := harness.Check(ctx, hub, edgeID, prod.Out, nil, func(t string) string { return edgeID + "." + t }); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	// The journal the container kept: each unit started once (its
+	// ExecStartPre --check passed), never restarted, and stopped cleanly on
+	// the power-off (SIGTERM, exit 0 within TimeoutStopSec).
+	log := journal()
+	for _, unit := range []string{"edgemirror-agent.service", "edgemirror-aggregator.service"} {
+		for _, want := range []string{"Started " + unit, unit + ": Deactivated successfully"} {
+			if strings.Count(log, want) != 1 {
+				t.Errorf("journal has %q %d times, want once", want, strings.Count(log, want))
+			}
+		}
+		for _, bad := range []string{unit + ": Scheduled restart job", unit + ": Failed with result", unit + ": Main process exited"} {
+			if strings.Contains(log, bad) {
+				t.Errorf("journal has %q", bad)
+			}
+		}
+	}
+	// Both ran as edgemirror and wrote into their state directories.
+	uid := r.run(t, "id", "-u", "edgemirror")
+	for _, f := range []string{"/var/lib/edgemirror/buffer.db"} {
+		st := r.stat(t, f)[f]
+		if st != "edgemirror:edgemirror 600 regular file" {
+			t.Errorf("%s: %q, want edgemirror:edgemirror 600 (uid %s)", f, st, strings.TrimSpace(uid))
+		}
+	}
+	if ls := r.run(t, "ls", "-A", "/var/lib/edgemirror-aggregator"); strings.TrimSpace(ls) == "" {
+		t.Error("the aggregator wrote nothing into its state directory")
+	}
+	if t.Failed() {
+		t.Logf("journal of the units:\n%s", tail([]byte(log), 60))
+	}
+}
+
+// setEnv rewrites KEY=VALUE lines of the env file at path inside the root,
+// appending the keys it does not have.
+func (r *sysroot) setEnv(t *testing.T, path string, kv map[string]string) {
+	t.Helper()
+	text := r.run(t, "cat", path)
+	var lines []string
+	done := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		if k, _, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			if v, set := kv[k]; set {
+				line, done[k] = k+"="+v, true
+			}
+		}
+		lines = append(lines, line)
+	}
+	for k, v := range kv {
+		if !done[k] {
+			lines = append(lines, k+"="+v)
+		}
+	}
+	p := filepath.Join(r.dir, "upper", path)
+	if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
