@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,12 +22,24 @@ import (
 const bootScript = `set -e
 R="$1"
 mount -t overlay overlay -o lowerdir=/,upperdir="$R/upper",workdir="$R/work" "$R/root"
-exec timeout -k 10 240 systemd-nspawn -q -D "$R/root" --register=no --keep-unit --link-journal=no \
-  --setenv=SYSTEMD_COLORS=0 --setenv=COLUMNS=300 --boot`
+exec timeout --foreground -k 10 240 systemd-nspawn -q -D "$R/root" --register=no --keep-unit --link-journal=no \
+  --setenv=SYSTEMD_COLORS=0 --setenv=COLUMNS=300 --boot systemd.unit=edgemirror-test.target`
+
+// testTarget is what the container boots into instead of multi-user.target:
+// the basic system and the two units, and none of the machine's other
+// services (they would share its network).
+const testTarget = `[Unit]
+Description=edgemirror package test
+Requires=basic.target
+After=basic.target
+Wants=edgemirror-agent.service edgemirror-aggregator.service
+AllowIsolate=yes
+`
 
 // TestUnitsStartUnderSystemd installs the .deb into a throwaway root,
 // enables both units with env files pointing at in-process edge and hub
-// clusters, and boots the root with systemd (systemd-nspawn): the hardened
+// clusters, and boots the root with systemd (systemd-nspawn, into a target
+// with just the basic system and the two units): the hardened
 // units start (ExecStartPre --check included), the agent ships records
 // through the aggregator to the hub exactly once, both run as edgemirror
 // and write only their state directories.
@@ -51,6 +64,9 @@ func TestUnitsStartUnderSystemd(t *testing.T) {
 		"EDGEMIRROR_LISTEN": aggAddr, "EDGEMIRROR_BROKERS": strings.Join(hub, ","),
 		"EDGEMIRROR_METRICS_ADDR": aggMetrics, "EDGEMIRROR_SETTLE_TIME": "500ms",
 	})
+	if err := os.WriteFile(filepath.Join(r.dir, "upper", "etc", "systemd", "system", "edgemirror-test.target"), []byte(testTarget), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// A machine id of its own (an empty file: systemd makes a transient one).
 	if err := os.WriteFile(filepath.Join(r.dir, "upper", "etc", "machine-id"), nil, 0o444); err != nil {
 		t.Fatal(err)
@@ -89,8 +105,10 @@ func TestUnitsStartUnderSystemd(t *testing.T) {
 			return
 		}
 		stopped = true
-		// SIGTERM makes systemd-nspawn power the container off in order.
-		_ = syscall.Kill(-boot.Process.Pid, syscall.SIGTERM)
+		// unshare and sh exec timeout, which passes one SIGTERM on to
+		// systemd-nspawn: that powers the container off in order (a second
+		// SIGTERM would cut it short, so the group is not signalled).
+		_ = boot.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
 		case <-time.After(60 * time.Second):
@@ -160,8 +178,11 @@ func TestUnitsStartUnderSystemd(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("journal of the units:\n%s", tail([]byte(log), 60))
+		t.Logf("console:\n%s", tail([]byte(ansi.ReplaceAllString(consoleText(), "")), 60))
 	}
 }
+
+var ansi = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
 // setEnv rewrites KEY=VALUE lines of the env file at path inside the root,
 // appending the keys it does not have.
