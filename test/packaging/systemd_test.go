@@ -22,6 +22,9 @@ import (
 const bootScript = `set -e
 R="$1"
 mount -t overlay overlay -o lowerdir=/,upperdir="$R/upper",workdir="$R/work" "$R/root"
+# systemd-nspawn keeps locks and mount propagation under /run: a tmpfs of
+# this mount namespace, so nothing is left on the machine.
+mount -t tmpfs tmpfs /run
 exec timeout --foreground -k 10 240 systemd-nspawn -q -D "$R/root" --register=no --keep-unit --link-journal=no \
   --setenv=SYSTEMD_COLORS=0 --setenv=COLUMNS=300 --boot systemd.unit=edgemirror-test.target`
 
