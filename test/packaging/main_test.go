@@ -82,6 +82,26 @@ func buildRelease(dir, version, targets string) (string, error) {
 	return string(out), nil
 }
 
+var (
+	newerOnce sync.Once
+	newerDir  string
+	newerErr  error
+)
+
+// newerDeb returns the amd64 .deb of a release newer than the one TestMain
+// built (v9.8.8), built once, for the upgrade tests.
+func newerDeb(t testing.TB) string {
+	t.Helper()
+	newerOnce.Do(func() {
+		newerDir = filepath.Join(filepath.Dir(distDir), "newer")
+		_, newerErr = buildRelease(newerDir, "v9.8.8", "amd64")
+	})
+	if newerErr != nil {
+		t.Fatal(newerErr)
+	}
+	return filepath.Join(newerDir, "edgemirror_9.8.8_amd64.deb")
+}
+
 // dist returns the path of a release file, failing the test if the release
 // could not be built.
 func dist(t testing.TB, name string) string {

@@ -207,11 +207,7 @@ func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 	r.run(t, "runuser", "-u", "edgemirror", "--", "sh", "-c", "echo chunks > /var/lib/edgemirror/buffer.db")
 
 	// Upgrade in place: buffer and edited config are kept.
-	tmp := t.TempDir()
-	if _, err := buildRelease(tmp, "v9.8.8", "amd64"); err != nil {
-		t.Fatal(err)
-	}
-	r.put(t, filepath.Join(tmp, "edgemirror_9.8.8_amd64.deb"), "/edgemirror-test/edgemirror-new.deb")
+	r.put(t, newerDeb(t), "/edgemirror-test/edgemirror-new.deb")
 	r.run(t, "dpkg", "-i", "/edgemirror-test/edgemirror-new.deb")
 	if v := r.run(t, "/usr/bin/edgemirror", "version"); !strings.Contains(v, "v9.8.8") {
 		t.Errorf("version after upgrade: %q", v)

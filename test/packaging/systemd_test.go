@@ -1,7 +1,10 @@
 package packaging
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,14 +47,16 @@ AllowIsolate=yes
 // clusters, and boots the root with systemd (systemd-nspawn, into a target
 // with just the basic system and the two units): the hardened
 // units start (ExecStartPre --check included), the agent ships records
-// through the aggregator to the hub exactly once, both run as edgemirror
-// and write only their state directories.
+// through the aggregator to the hub exactly once, an upgrade to a newer
+// release restarts both on the new binary and the agent carries on from its
+// buffer, and both run as edgemirror and write their state directories.
 func TestUnitsStartUnderSystemd(t *testing.T) {
 	r := newSysroot(t)
 	tool(t, "systemd-nspawn", "systemd-container")
 	r.put(t, debFile(t, "amd64"), "/edgemirror-test/edgemirror.deb")
 	r.run(t, "dpkg", "-i", "/edgemirror-test/edgemirror.deb")
 	r.run(t, "systemctl", "enable", "edgemirror-agent.service", "edgemirror-aggregator.service")
+	r.put(t, newerDeb(t), "/edgemirror-test/edgemirror-new.deb")
 
 	edge := testkit.Cluster(t).ListenAddrs()
 	hub := testkit.Cluster(t).ListenAddrs()
@@ -147,19 +152,53 @@ func TestUnitsStartUnderSystemd(t *testing.T) {
 		}
 		return nil
 	})
-	if err := harness.Check(ctx, hub, edgeID, prod.Out, nil, func(t string) string { return edgeID + "." + t }); err != nil {
+	hubTopic := func(t string) string { return edgeID + "." + t }
+	if err := harness.Check(ctx, hub, edgeID, prod.Out, nil, hubTopic); err != nil {
+		t.Fatal(err)
+	}
+
+	// Upgrade in place while both units run: the package restarts them on
+	// the new binary and the agent carries on from its buffer.
+	initPID, err := containerInit(boot.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runErr("nsenter", "-t", strconv.Itoa(initPID), "-m", "-u", "-i", "-p", "--",
+		"dpkg", "-i", "/edgemirror-test/edgemirror-new.deb"); err != nil {
+		t.Fatalf("dpkg -i of the newer release inside the running container: %v\n%s", err, out)
+	}
+	harness.Eventually(t, time.Minute, "agent and aggregator running v9.8.8", func() error {
+		for _, addr := range []string{agentMetrics, aggMetrics} {
+			if m, err := scrapeText(ctx, addr); err != nil || !strings.Contains(m, `version="v9.8.8"`) {
+				return fmt.Errorf("%s: not v9.8.8 yet (%v)", addr, err)
+			}
+		}
+		return nil
+	})
+	if err := prod.Produce(ctx, "sensors", 3, 100); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 2*time.Minute, "600 records in the hub", func() error {
+		n, err := harness.CountAll(ctx, hub, hubTopic("sensors"))
+		if err != nil || n < 600 {
+			return fmt.Errorf("%d records (%v)", n, err)
+		}
+		return nil
+	})
+	if err := harness.Check(ctx, hub, edgeID, prod.Out, nil, hubTopic); err != nil {
 		t.Fatal(err)
 	}
 	stop()
 
-	// The journal the container kept: each unit started once (its
-	// ExecStartPre --check passed), never restarted, and stopped cleanly on
-	// the power-off (SIGTERM, exit 0 within TimeoutStopSec).
+	// The journal the container kept: each unit started twice (at boot and
+	// on the upgrade; ExecStartPre --check passed both times), was never
+	// restarted by Restart=, and stopped cleanly both times (SIGTERM, exit 0
+	// within TimeoutStopSec).
 	log := journal()
 	for _, unit := range []string{"edgemirror-agent.service", "edgemirror-aggregator.service"} {
 		for _, want := range []string{"Started " + unit, unit + ": Deactivated successfully"} {
-			if strings.Count(log, want) != 1 {
-				t.Errorf("journal has %q %d times, want once", want, strings.Count(log, want))
+			if strings.Count(log, want) != 2 {
+				t.Errorf("journal has %q %d times, want twice", want, strings.Count(log, want))
 			}
 		}
 		for _, bad := range []string{unit + ": Scheduled restart job", unit + ": Failed with result", unit + ": Main process exited"} {
@@ -183,6 +222,68 @@ func TestUnitsStartUnderSystemd(t *testing.T) {
 		t.Logf("journal of the units:\n%s", tail([]byte(log), 60))
 		t.Logf("console:\n%s", tail([]byte(ansi.ReplaceAllString(consoleText(), "")), 60))
 	}
+}
+
+// containerInit returns the host PID of the init (PID 1 of its own PID
+// namespace) that descends from the process ancestor.
+func containerInit(ancestor int) (int, error) {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		status, err := os.ReadFile(filepath.Join(d, "status"))
+		if err != nil {
+			continue
+		}
+		var nspid []string
+		ppid := 0
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+				nspid = strings.Fields(v)
+			}
+			if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+				ppid, _ = strconv.Atoi(strings.TrimSpace(v))
+			}
+		}
+		if len(nspid) < 2 || nspid[len(nspid)-1] != "1" {
+			continue
+		}
+		for p, hops := ppid, 0; p > 1 && hops < 10; hops++ {
+			if p == ancestor {
+				return pid, nil
+			}
+			p = parentOf(p)
+		}
+	}
+	return 0, fmt.Errorf("no container init below process %d", ancestor)
+}
+
+func parentOf(pid int) int {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			p, _ := strconv.Atoi(strings.TrimSpace(v))
+			return p
+		}
+	}
+	return 0
+}
+
+// scrapeText returns the Prometheus text a metrics endpoint serves.
+func scrapeText(ctx context.Context, addr string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 var ansi = regexp.MustCompile("\x1b\\[[0-9;]*m")
