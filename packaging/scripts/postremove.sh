@@ -2,9 +2,9 @@
 # edgemirror postremove (deb postrm, rpm %postun).
 #   deb: $1 = remove, purge, upgrade, disappear, abort-install, abort-upgrade
 #   rpm: $1 = 0 on erase, 1 on upgrade
-# remove keeps the buffer (/var/lib/edgemirror), the aggregator's state, the
-# env files and the unit enablement, so a reinstall carries on where it
-# stopped. purge (deb only; rpm has none) deletes all of them. The system
+# remove keeps the buffer (/var/lib/edgemirror), the aggregator's state and
+# the unit enablement (and dpkg the env files; rpm keeps edited ones as
+# .rpmsave), so a reinstall carries on where it stopped. purge (deb only; rpm has none) deletes all of them. The system
 # user is kept either way: files elsewhere may still belong to it.
 set -e
 reload() {

@@ -351,3 +351,37 @@ func TestUnitsVerifyAndSecurity(t *testing.T) {
 		}
 	}
 }
+
+// TestRPMInstallErase installs the amd64 .rpm with rpm into a throwaway
+// root: the user and the owners and modes as with the .deb; erasing keeps
+// the buffer and saves an edited env file as .rpmsave (RPM has no purge).
+func TestRPMInstallErase(t *testing.T) {
+	tool(t, "rpm", "rpm")
+	r := newSysroot(t)
+	r.put(t, rpmFile(t, "amd64"), "/edgemirror-test/edgemirror.rpm")
+	r.run(t, "rpm", "--initdb")
+	// --nodeps: the Debian root's rpm database knows no packages.
+	r.run(t, "rpm", "-i", "--nodeps", "/edgemirror-test/edgemirror.rpm")
+	got := r.stat(t, packagedPaths()...)
+	for p, want := range packaged {
+		if got[p] != want {
+			t.Errorf("%s: %q, want %q", p, got[p], want)
+		}
+	}
+	if v := r.run(t, "/usr/bin/edgemirror", "version"); !strings.Contains(v, testVersion) {
+		t.Errorf("installed version: %q", v)
+	}
+	r.run(t, "runuser", "-u", "edgemirror", "--", "sh", "-c", "echo chunks > /var/lib/edgemirror/buffer.db")
+	r.run(t, "sed", "-i", "s/^EDGEMIRROR_EDGE_ID=.*/EDGEMIRROR_EDGE_ID=gw-test-8/", "/etc/edgemirror/agent.env")
+
+	r.run(t, "rpm", "-e", "edgemirror")
+	if r.exists("/usr/bin/edgemirror") {
+		t.Error("/usr/bin/edgemirror still there after rpm -e")
+	}
+	if b, err := r.exec("cat", "/var/lib/edgemirror/buffer.db"); err != nil || b != "chunks\n" {
+		t.Errorf("buffer after rpm -e: %v %q", err, b)
+	}
+	if env, err := r.exec("cat", "/etc/edgemirror/agent.env.rpmsave"); err != nil || !strings.Contains(env, "gw-test-8") {
+		t.Errorf("edited agent.env not saved as .rpmsave: %v %q", err, env)
+	}
+}
