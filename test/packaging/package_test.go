@@ -143,6 +143,9 @@ func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 	hostHadUser := hostHas("getent", "passwd", "edgemirror")
 	r.put(t, debFile(t, "amd64"), "/edgemirror-test/edgemirror.deb")
 
+	if pre := run(t, "dpkg-deb", "-f", debFile(t, "amd64"), "Pre-Depends"); strings.TrimSpace(pre) != "passwd" {
+		t.Errorf("Pre-Depends %q, want passwd (useradd in preinst)", pre)
+	}
 	out := r.run(t, "dpkg", "-i", "/edgemirror-test/edgemirror.deb")
 	if strings.Contains(out, "Created symlink") {
 		t.Errorf("install enabled a unit:\n%s", out)
@@ -312,6 +315,9 @@ func TestRPMContents(t *testing.T) {
 			if strings.HasSuffix(name, ".env") != isConfig {
 				t.Errorf("%s in %s: flags %q (config noreplace only for the env files)", name, filepath.Base(f), v)
 			}
+		}
+		if req := run(t, rpm, "-qpR", f); !strings.Contains(req, "shadow-utils") {
+			t.Errorf("%s does not require shadow-utils (useradd in %%pre):\n%s", filepath.Base(f), req)
 		}
 		scripts := run(t, rpm, "-qp", "--scripts", f)
 		for _, want := range []string{"preinstall scriptlet", "useradd --system", "postinstall scriptlet", "chmod 0700", "postuninstall scriptlet"} {
