@@ -175,6 +175,17 @@ func TestUnitsStartUnderSystemd(t *testing.T) {
 		}
 		return nil
 	})
+	// The sandbox leaves what the health checks read readable (the process
+	// start time comes from /proc/stat).
+	if m, err := scrapeText(ctx, agentMetrics); err != nil {
+		t.Error(err)
+	} else {
+		for _, name := range []string{"process_resident_memory_bytes", "process_start_time_seconds", "edgemirror_buffer_used_bytes", "edgemirror_agent_link_up"} {
+			if !strings.Contains(m, "\n"+name+" ") {
+				t.Errorf("the agent's metrics under the sandbox lack %s", name)
+			}
+		}
+	}
 	if err := prod.Produce(ctx, "sensors", 3, 100); err != nil {
 		t.Fatal(err)
 	}
