@@ -75,6 +75,10 @@ func TestUnitsStartUnderSystemd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(r.dir, "upper", "etc", "systemd", "system", "edgemirror-test.target"), []byte(testTarget), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A persistent journal, read after the power-off.
+	if err := os.MkdirAll(filepath.Join(r.dir, "upper", "var", "log", "journal"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	// A machine id of its own (an empty file: systemd makes a transient one).
 	if err := os.WriteFile(filepath.Join(r.dir, "upper", "etc", "machine-id"), nil, 0o444); err != nil {
 		t.Fatal(err)
