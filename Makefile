@@ -5,15 +5,21 @@
 SHELL := /bin/bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# Build date: SOURCE_DATE_EPOCH when set (reproducible builds), else now.
+DATE ?= $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(date +%s)} +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 BIN := bin/edgemirror
 
-.PHONY: all build demo test test-unit test-e2e test-realkafka vet fuzz bench bench-quick bench-go clean
+.PHONY: all build dist demo test test-unit test-e2e test-packaging test-realkafka vet fuzz bench bench-quick bench-go bench-rss clean
 
 all: build
 
 build: ## static binary, no cgo
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/edgemirror
+
+dist: ## release: static binaries for linux/amd64, arm64 and arm (v7), .deb and .rpm of each, SHA256SUMS, in dist/
+	$(GO) run ./packaging/dist --out dist --version '$(VERSION)' --commit '$(COMMIT)' --date '$(DATE)'
 
 demo: ## edge + hub (in-process), agent, aggregator, link cut, verification
 	@# One go build for both programs: they share most dependencies.
@@ -31,6 +37,12 @@ test-unit: build ## unit tests (race detector) and the in-process end-to-end sui
 
 test-e2e: build
 	EDGEMIRROR_BIN=$(CURDIR)/$(BIN) $(GO) test -race -timeout 10m -v ./test/e2e/
+
+test-packaging: ## release files, .deb in a throwaway root, .rpm, units, arm64/armv7 under qemu (part of test-unit)
+	$(GO) test -timeout 10m -count=1 -v ./test/packaging/
+
+bench-rss: ## agent RSS idle and busy: native amd64, arm64 and armv7 under qemu-user-static
+	$(GO) test -run '^$$' -bench AgentRSS -benchtime 1x ./test/packaging/
 
 test-realkafka: build ## end-to-end suite against real Apache Kafka brokers (downloads Kafka once)
 	@# -p 1: each package starts its own JVMs; two at once starve 2 cores.
@@ -56,4 +68,4 @@ bench-quick: build ## small matrix (sensor, lan + wan, 200k records), under 5 mi
 	EDGEMIRROR_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/bench --bin $(BIN) --matrix quick
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -124,9 +124,24 @@
 // frames carry a CRC-32C: a frame that no longer matches when leased is
 // deleted and reported as a loss with wire.LossReasonBufferCorrupt, never shipped.
 //
-// The file carries a format version; Open refuses other versions (and bbolt
-// files this package did not write) with ErrUnsupportedFormat, naming both
-// versions, without modifying the file.
+// # Format versions and upgrades
+//
+// The file carries a format version (FormatVersion, in the state bucket).
+// Open refuses other versions (and bbolt files this package did not write)
+// with ErrUnsupportedFormat, naming both versions; a newer version is named
+// as written by a newer edgemirror, so a downgraded gateway says what to do.
+// A refused file is never written to: Open checks the version before its
+// first commit, and opens without persisting the free-page list until then
+// (bbolt would otherwise rewrite a file that has none inside Open).
+//
+// Upgrades keep the buffer: a release reads every format version earlier
+// releases wrote. testdata/buffer-formatN.db is a buffer an agent of format
+// version N left behind (records read while its aggregator was down), with
+// a manifest of what it holds; TestDrainFixtureOfEarlierRelease drains each
+// with this build, every record exactly once, and test/packaging ships one
+// through the agent to a hub. A change of the format adds a version, keeps
+// reading the old ones, and commits a new fixture (test/packaging
+// TestWriteBufferFixture -write-buffer-fixture).
 //
 // # Observability
 //

@@ -186,9 +186,14 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("create buffer directory: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
+	// Open without persisting the free-page list whatever SyncFreelist
+	// says: bbolt would otherwise rewrite a file without one in Open,
+	// before load has checked that the file is ours and of our format. A
+	// file is never written to before that check; SyncFreelist applies
+	// from the first commit after it.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:        opts.LockTimeout,
-		NoFreelistSync: !opts.SyncFreelist,
+		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
 		MaxSize:        int(opts.MaxBytes),
 		PageSize:       pageSize,
@@ -230,6 +235,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open buffer %s: %w", path, err)
 	}
+	db.NoFreelistSync = !opts.SyncFreelist
 	if err := s.m.register(opts.Registerer); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open buffer: %w", err)
@@ -271,6 +277,11 @@ func (s *Store) load() error {
 		v, ok := decodeUint64(st.Get(keyFormat))
 		if !ok {
 			return fmt.Errorf("found no readable format version (this build supports version %d): %w", FormatVersion, ErrUnsupportedFormat)
+		}
+		if v > FormatVersion {
+			return fmt.Errorf("found format version %d, written by a newer edgemirror; this build supports version %d "+
+				"(install the newer release again to ship what the buffer holds; the file was not changed): %w",
+				v, FormatVersion, ErrUnsupportedFormat)
 		}
 		if v != FormatVersion {
 			return fmt.Errorf("found format version %d, this build supports version %d: %w", v, FormatVersion, ErrUnsupportedFormat)

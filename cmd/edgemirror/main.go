@@ -34,8 +34,13 @@ import (
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// Set at build time by make build and make dist with
+// -ldflags "-X main.version=... -X main.commit=... -X main.date=...".
+var (
+	version = "dev"
+	commit  = "unknown"
+	date    = "unknown" // build date, RFC 3339 UTC
+)
 
 func main() {
 	ctx, stop := signalContext()
@@ -123,7 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	case "losses":
 		return runLosses(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-version":
-		fmt.Fprintf(stdout, "edgemirror %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		fmt.Fprintf(stdout, "edgemirror %s (commit %s, built %s, %s, %s)\n", version, commit, date, runtime.Version(), platform())
 		return nil
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, mainUsage)
@@ -251,7 +256,7 @@ func newRegistry() *prometheus.Registry {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "edgemirror", Name: "build_info", Help: "Build information.",
-		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "goversion": runtime.Version()},
 	}, func() float64 { return 1 }))
 	return reg
 }
@@ -503,6 +508,20 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 		cfg.Logger, cfg.Registerer = log, reg
 		return aggregator.New(cfg)
 	})
+}
+
+// platform is GOOS/GOARCH, with the ARM version for 32-bit ARM builds
+// (linux/arm v7).
+func platform() string {
+	p := runtime.GOOS + "/" + runtime.GOARCH
+	if bi, ok := debug.ReadBuildInfo(); ok && runtime.GOARCH == "arm" {
+		for _, s := range bi.Settings {
+			if s.Key == "GOARM" {
+				p += " v" + s.Value
+			}
+		}
+	}
+	return p
 }
 
 func fmtBytes(n int64) string { return (*bytesValue)(&n).String() }

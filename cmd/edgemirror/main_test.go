@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -146,7 +147,8 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	if err := run(context.Background(), []string{"version"}, &stdout, &bytes.Buffer{}, env(nil)); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(stdout.String(), "edgemirror ") {
+	if !strings.HasPrefix(stdout.String(), "edgemirror "+version+" (commit "+commit+", built "+date+", ") ||
+		!strings.Contains(stdout.String(), runtime.GOOS+"/"+runtime.GOARCH) {
 		t.Errorf("version output %q", stdout.String())
 	}
 }
