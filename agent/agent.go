@@ -94,7 +94,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	eps := newEndpoints(a.log, urls, a.cfg.resolver)
 	hc := newHTTPClient(ctx, eps, newLimiter(a.cfg.Bandwidth), a.m)
 	defer hc.CloseIdleConnections()
-	sh := &shipper{cfg: &a.cfg, log: a.log, store: store, client: hc, eps: eps, m: a.m}
+	sh := &shipper{cfg: &a.cfg, log: a.log, store: store, client: hc, eps: eps, m: a.m, openNext: store.NextSeq()}
 
 	a.log.Info("agent started", slog.String("brokers", fmt.Sprint(a.cfg.Brokers)),
 		slog.String("aggregator", a.cfg.Aggregator), slog.Uint64("epoch", store.Epoch()),
@@ -250,7 +250,7 @@ func (a *Agent) appendChunk(ctx context.Context, rd *reader, store *buffer.Store
 			topics = append(topics, t)
 		}
 	}
-	meta := buffer.ChunkMeta{Seq: store.NextSeq(), Records: len(recs), RawBytes: rawSize}
+	meta := buffer.ChunkMeta{Records: len(recs), RawBytes: rawSize}
 	for _, rg := range ranges {
 		meta.Ranges = append(meta.Ranges, *rg)
 	}
@@ -260,11 +260,22 @@ func (a *Agent) appendChunk(ctx context.Context, rd *reader, store *buffer.Store
 		}
 		return meta.Ranges[i].Partition < meta.Ranges[j].Partition
 	})
-	frame, err := enc.Encode(nil, &wire.Chunk{Seq: meta.Seq, Topics: topics, Records: recs})
-	if err != nil {
-		return fmt.Errorf("encode chunk %d: %w", meta.Seq, err)
+	var frame []byte
+	var err error
+	for tries := 0; ; tries++ {
+		meta.Seq = store.NextSeq()
+		frame, err = enc.Encode(nil, &wire.Chunk{Seq: meta.Seq, Topics: topics, Records: recs})
+		if err != nil {
+			return fmt.Errorf("encode chunk %d: %w", meta.Seq, err)
+		}
+		err = store.Append(ctx, frame, meta, next)
+		// The shipper moved the next seq past a rolled-back range while
+		// this chunk was encoded: encode it again under the new number.
+		if !errors.Is(err, buffer.ErrSeq) || tries == 3 {
+			break
+		}
 	}
-	if err := store.Append(ctx, frame, meta, next); err != nil {
+	if err != nil {
 		if !errors.Is(err, buffer.ErrTooLarge) {
 			return fmt.Errorf("buffer chunk %d: %w", meta.Seq, err)
 		}

@@ -30,6 +30,12 @@ type metrics struct {
 	linkUp         prometheus.Gauge
 	sendDuration   prometheus.Histogram
 	lossesReported prometheus.Counter
+	// rolled-back buffers and stranded epochs (resume.go, epoch.go) and new
+	// source incarnations (incarnation.go)
+	rollbacks       prometheus.Counter
+	stranded        prometheus.Gauge
+	strandedRecords prometheus.Gauge
+	incarnations    *prometheus.GaugeVec
 
 	collectors promutil.Set
 }
@@ -73,10 +79,19 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
 		lossesReported: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
 			Name: "loss_ranges_reported_total", Help: "Loss ranges delivered to the aggregator."}),
+		rollbacks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "buffer_rollbacks_total", Help: "Times the buffer was found rolled back (the aggregator had seen its next sequence numbers) and moved past them."}),
+		stranded: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "buffer_stranded", Help: "1 while the aggregator refuses this buffer's epoch (another buffer of the edge id took over); an operator must act."}),
+		strandedRecords: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "buffer_stranded_records", Help: "Records held by the stranded buffer when it was found stranded."}),
+		incarnations: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "source_incarnation_conflict", Help: "1 for an edge partition held back because it is a new incarnation of one the hub already holds."}, []string{"topic", "partition"}),
 	}
 	m.collectors = promutil.Set{m.recordsRead, m.skipped, m.lost, m.fetchErrors, m.partitions,
 		m.highWatermark, m.lag, m.chunksBuilt, m.rawBytes, m.frameBytes, m.chunksSent, m.recordsAcked,
-		m.sendErrors, m.inflight, m.wireBytes, m.linkUp, m.sendDuration, m.lossesReported}
+		m.sendErrors, m.inflight, m.wireBytes, m.linkUp, m.sendDuration, m.lossesReported,
+		m.rollbacks, m.stranded, m.strandedRecords, m.incarnations}
 	return m
 }
 

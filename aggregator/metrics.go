@@ -26,6 +26,9 @@ type metrics struct {
 	lost            *prometheus.CounterVec
 	receivedBytes   prometheus.Counter
 	edges           prometheus.Gauge
+	staleEpoch      *prometheus.CounterVec
+	seqReused       *prometheus.CounterVec
+	incarnations    *prometheus.CounterVec
 
 	collectors promutil.Set
 }
@@ -69,10 +72,16 @@ func newMetrics() *metrics {
 			Name: "chunk_bytes_received_total", Help: "Chunk frame bytes received."}),
 		edges: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "aggregator",
 			Name: "edges", Help: "Edges seen since start."}),
+		staleEpoch: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "stale_epoch_chunks_total", Help: "Chunks refused (409) because their buffer epoch was replaced: a stranded buffer, by edge."}, []string{"edge"}),
+		seqReused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "seq_reused_chunks_total", Help: "Chunks refused (409) because their seq was applied before with other content (rolled-back buffer), by edge."}, []string{"edge"}),
+		incarnations: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "source_incarnation_conflicts_total", Help: "Watermark checks where the edge partition ends at or below what the hub holds (new incarnation of the source), by edge."}, []string{"edge"}),
 	}
 	m.collectors = promutil.Set{m.chunks, m.written, m.duplicates, m.produceErrors, m.produceDuration,
 		m.claims, m.fenced, m.transactions, m.txnRecords, m.txnChunks, m.commitDuration,
-		m.applyDuration, m.derivations, m.lost, m.receivedBytes, m.edges}
+		m.applyDuration, m.derivations, m.lost, m.receivedBytes, m.edges, m.staleEpoch, m.seqReused, m.incarnations}
 	return m
 }
 
