@@ -24,7 +24,6 @@ const (
 	PathReadyz  = "/readyz"
 )
 
-
 // edgeState sequences the chunks of one edge. Chunks wait in pending until
 // their turn; one runner goroutine at a time takes every chunk that is
 // ready, in sequence order, and applies them in one hub transaction (group
