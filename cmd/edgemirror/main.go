@@ -85,6 +85,7 @@ exactly once, over slow and unreliable links.
 Usage:
   edgemirror agent [flags]        run at the edge: read edge Kafka, buffer, ship
   edgemirror aggregator [flags]   run in the data centre: receive, dedupe, write to hub Kafka
+  edgemirror buffer ACTION        inspect an agent's buffer or renew its epoch, offline
   edgemirror version              print the version
 
 Run "edgemirror COMMAND --help" for the flags of a command.
@@ -103,6 +104,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return runAgent(ctx, args[1:], stdout, stderr, getenv)
 	case "aggregator":
 		return runAggregator(ctx, args[1:], stdout, stderr, getenv)
+	case "buffer":
+		return runBuffer(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "edgemirror %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
