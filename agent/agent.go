@@ -95,6 +95,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	hc := newHTTPClient(ctx, eps, newLimiter(a.cfg.Bandwidth), a.m)
 	defer hc.CloseIdleConnections()
 	sh := &shipper{cfg: &a.cfg, log: a.log, store: store, client: hc, eps: eps, m: a.m, openNext: store.NextSeq()}
+	rd.checkStart = newOriginCheck(sh, store).check
 
 	a.log.Info("agent started", slog.String("brokers", fmt.Sprint(a.cfg.Brokers)),
 		slog.String("aggregator", a.cfg.Aggregator), slog.Uint64("epoch", store.Epoch()),

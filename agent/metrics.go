@@ -67,7 +67,7 @@ func newMetrics() *metrics {
 		recordsAcked: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
 			Name: "records_acked_total", Help: "Records in chunks acknowledged by the aggregator."}),
 		sendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
-			Name: "chunk_send_errors_total", Help: "Failed chunk uploads, by class (network, retryable, auth, conflict, rejected)."}, []string{"class"}),
+			Name: "chunk_send_errors_total", Help: "Failed chunk uploads (and resume requests before them, class network), by class (network, retryable, auth, conflict, rejected)."}, []string{"class"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
 			Name: "chunks_inflight", Help: "Chunks being uploaded now."}),
 		wireBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",

@@ -77,6 +77,7 @@ func (s *shipper) askResume(ctx context.Context, base *url.URL) (resumeAnswer, b
 	s.setIdentity(req)
 	resp, err := s.client.Do(req)
 	if err != nil {
+		s.m.sendErrors.WithLabelValues("network").Inc()
 		s.log.Debug("resume: aggregator did not answer", slog.String("aggregator", a.url), slog.Any("error", err))
 		return a, false
 	}

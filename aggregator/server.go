@@ -92,6 +92,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST "+wire.PathLosses, s.handleLosses)
 	mux.HandleFunc("GET "+wire.PathLosses, s.handleListLosses)
 	mux.HandleFunc("GET "+wire.PathResume, s.handleResume)
+	mux.HandleFunc("GET "+wire.PathWatermark, s.handleWatermark)
 	mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

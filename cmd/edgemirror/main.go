@@ -211,6 +211,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		compression = cfg.Compression.String()
 		level       = cfg.CompressionLevel.String()
 		start       = cfg.StartOffset.String()
+		incarnation = cfg.OnNewIncarnation.String()
 		batchBytes  = int64(cfg.BatchBytes)
 		fetchBytes  = int64(cfg.FetchMaxBytes)
 	)
@@ -224,6 +225,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cmd.regex(&cfg.Topics, "topics", "regular expression of the topics to mirror (whole name); topics starting with _ never are")
 	cmd.regex(&cfg.ExcludeTopics, "exclude-topics", "regular expression of topics not to mirror")
 	cmd.choice(&start, "start-offset", []string{"earliest", "latest"}, "where a partition never read before starts: earliest or latest")
+	cmd.choice(&incarnation, "on-new-incarnation", []string{"hold", "skip"},
+		"a partition never read before that ends at or below what the hub already holds of it is a new incarnation (topic recreated, edge cluster rebuilt): hold (do not read it until the hub topic is removed or this is changed; logged and counted) or skip (read it from past the hub's offset; the offsets skipped are reported lost, reason source-incarnation)")
 	cmd.section("Buffer")
 	cmd.str(&cfg.BufferDir, "buffer-dir", "directory of the durable buffer (bbolt file buffer.db)")
 	cmd.bytes(&cfg.BufferMaxBytes, "buffer-max-bytes", "largest size of the buffer file on disk")
@@ -254,6 +257,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cfg.Compression, _ = wire.ParseCodec(compression)
 	cfg.CompressionLevel, _ = wire.ParseLevel(level)
 	cfg.StartOffset, _ = agent.ParseStartOffset(start)
+	cfg.OnNewIncarnation, _ = agent.ParseNewIncarnation(incarnation)
 	cfg.BatchBytes = int(min(batchBytes, 1<<40))
 	cfg.FetchMaxBytes = int(min(fetchBytes, 1<<30))
 	if err := cfg.Validate(); err != nil {

@@ -13,6 +13,12 @@ const (
 	// PathResume answers GET with ResumeResponse for the calling edge and
 	// the epoch in HeaderEpoch.
 	PathResume = "/v1/resume"
+	// PathWatermark answers GET ?topic=T&partition=P&log_end=N with
+	// WatermarkResponse: the highest source offset of the calling edge's
+	// partition T/P that the hub holds. log_end is the edge partition's
+	// end offset (last stable offset); the aggregator logs and counts a
+	// partition that ends at or below the watermark (a new incarnation).
+	PathWatermark = "/v1/watermark"
 )
 
 // Request headers sent by the agent.
@@ -80,6 +86,13 @@ type ResumeResponse struct {
 	// whose next seq is at or below it was rolled back: its next chunks
 	// would reuse numbers the aggregator knows with other content.
 	MaxSeq uint64 `json:"max_seq,omitempty"`
+}
+
+// WatermarkResponse answers PathWatermark.
+type WatermarkResponse struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"` // highest source offset in the hub; -1: none
 }
 
 // ErrorResponse is the JSON body of every non-2xx answer.
