@@ -81,6 +81,9 @@ func (n NewIncarnation) String() string {
 	return fmt.Sprintf("NewIncarnation(%d)", int(n))
 }
 
+// maxCheckWait bounds the wait for the aggregator's watermark answer.
+const maxCheckWait = 10 * time.Second
+
 // errIncarnationHeld is returned for a partition held back as a new
 // incarnation.
 var errIncarnationHeld = errors.New("new incarnation of the edge partition is held back")
@@ -161,7 +164,8 @@ func (o *originCheck) check(ctx context.Context, key buffer.PartitionKey, first,
 // ask asks the aggregator in use for the hub's watermark of key.
 func (o *originCheck) ask(ctx context.Context, key buffer.PartitionKey, logEnd int64) (int64, int, error) {
 	sh := o.sh
-	ctx, cancel := context.WithTimeout(ctx, sh.cfg.RequestTimeout)
+	// The reader waits for this answer: bound it well below an upload's.
+	ctx, cancel := context.WithTimeout(ctx, min(sh.cfg.RequestTimeout, maxCheckWait))
 	defer cancel()
 	ep, _ := sh.eps.current()
 	u := ep.url.JoinPath(wire.PathWatermark)

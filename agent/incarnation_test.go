@@ -25,7 +25,7 @@ func hubValues(t *testing.T, cl *kgo.Client, topic string) []string {
 	}
 	defer c.Close()
 	var out []string
-	for quiet := 0; quiet < 2; {
+	for quiet := 0; quiet < 2 || len(out) == 0 && quiet < 10; {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		fs := c.PollFetches(ctx)
 		cancel()
