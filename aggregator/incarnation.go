@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/segmentio/kafka-go"
 
@@ -66,9 +67,39 @@ func (s *server) handleWatermark(w http.ResponseWriter, r *http.Request) {
 	}
 	if logEnd >= 0 && off >= logEnd {
 		s.m.incarnations.WithLabelValues(edge).Inc()
+		if !s.conflicts.first(k, logEnd, off) {
+			// The agent asks again every metadata interval while it holds
+			// the partition: log only what changed.
+			writeJSON(w, http.StatusOK, wire.WatermarkResponse{Topic: topic, Partition: int32(partition), Offset: off})
+			return
+		}
 		s.log.Error("edge partition ends at or below what the hub already holds of it: a new incarnation (topic recreated or edge cluster rebuilt); the agent decides per --on-new-incarnation",
 			slog.String("edge", edge), slog.String("topic", topic), slog.Int("partition", int(partition)),
 			slog.Int64("edge_log_end", logEnd), slog.Int64("hub_watermark", off), slog.String("hub_topic", dest))
 	}
 	writeJSON(w, http.StatusOK, wire.WatermarkResponse{Topic: topic, Partition: int32(partition), Offset: off})
+}
+
+// maxConflictsLogged bounds the conflicts remembered for log de-duplication.
+const maxConflictsLogged = 10000
+
+// conflictLog remembers the incarnation conflicts already logged.
+type conflictLog struct {
+	mu   sync.Mutex
+	seen map[sourceKey][2]int64 // log end and watermark last logged
+}
+
+// first reports whether this conflict was not logged before as it is.
+func (c *conflictLog) first(k sourceKey, logEnd, wm int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen == nil || len(c.seen) >= maxConflictsLogged {
+		c.seen = make(map[sourceKey][2]int64)
+	}
+	v := [2]int64{logEnd, wm}
+	if old, ok := c.seen[k]; ok && old == v {
+		return false
+	}
+	c.seen[k] = v
+	return true
 }

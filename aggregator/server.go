@@ -74,6 +74,8 @@ type server struct {
 	mu    sync.Mutex
 	edges map[string]*edgeState
 
+	conflicts conflictLog // incarnation conflicts logged (incarnation.go)
+
 	draining atomic.Bool
 	stopping chan struct{} // closed at shutdown: wakes waiting chunks
 	// inflight counts chunk handlers running, so that shutdown closes the
