@@ -119,7 +119,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.h.startSeq = store.NextSeq()
 	defer a.h.close()
-	sh := &shipper{cfg: &a.cfg, log: a.log, store: store, client: hc, eps: eps, m: a.m, h: a.h, link: newLink()}
+	sh := &shipper{cfg: &a.cfg, log: a.log, store: store, client: hc, eps: eps, m: a.m, h: a.h, link: newLink(),
+		openNext: store.NextSeq()}
+	rd.checkStart = newOriginCheck(sh, store).check
 	hbc := newHeartbeatClient(ctx, eps, lim, a.m)
 	defer hbc.CloseIdleConnections()
 	a.creds.secure(hbc, urls[0].Scheme)
@@ -329,7 +331,7 @@ func (a *Agent) appendChunk(ctx context.Context, rd *reader, store *buffer.Store
 			topics = append(topics, t)
 		}
 	}
-	meta := buffer.ChunkMeta{Seq: store.NextSeq(), Records: len(recs), RawBytes: rawSize}
+	meta := buffer.ChunkMeta{Records: len(recs), RawBytes: rawSize}
 	for _, rg := range ranges {
 		meta.Ranges = append(meta.Ranges, *rg)
 	}
@@ -339,13 +341,23 @@ func (a *Agent) appendChunk(ctx context.Context, rd *reader, store *buffer.Store
 		}
 		return meta.Ranges[i].Partition < meta.Ranges[j].Partition
 	})
-	frame, err := enc.Encode(nil, &wire.Chunk{Seq: meta.Seq, Topics: topics, Records: recs})
-	if err != nil {
-		return fmt.Errorf("encode chunk %d: %w", meta.Seq, err)
+	var frame []byte
+	var err error
+	for tries := 0; ; tries++ {
+		meta.Seq = store.NextSeq()
+		frame, err = enc.Encode(nil, &wire.Chunk{Seq: meta.Seq, Topics: topics, Records: recs})
+		if err != nil {
+			return fmt.Errorf("encode chunk %d: %w", meta.Seq, err)
+		}
+		a.h.appendSince.Store(time.Now().UnixNano())
+		err = store.Append(ctx, frame, meta, next)
+		a.h.appendSince.Store(0)
+		// The shipper moved the next seq past a rolled-back range while
+		// this chunk was encoded: encode it again under the new number.
+		if !errors.Is(err, buffer.ErrSeq) || tries == 3 {
+			break
+		}
 	}
-	a.h.appendSince.Store(time.Now().UnixNano())
-	err = store.Append(ctx, frame, meta, next)
-	a.h.appendSince.Store(0)
 	if err == nil {
 		a.h.appended(meta.Seq, oldestTimestamp(recs, time.Now()))
 	}

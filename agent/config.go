@@ -88,14 +88,17 @@ func (s StartOffset) String() string {
 // Config is everything an Agent needs. Build it with DefaultConfig, change
 // what you need, and call Validate (New does).
 type Config struct {
-	EdgeID         string
-	Brokers        []string
-	Topics         string // regular expression, matched against the whole topic name
-	ExcludeTopics  string // regular expression; empty excludes nothing
-	StartOffset    StartOffset
-	BufferDir      string
-	BufferMaxBytes int64
-	BufferFull     buffer.Policy
+	EdgeID        string
+	Brokers       []string
+	Topics        string // regular expression, matched against the whole topic name
+	ExcludeTopics string // regular expression; empty excludes nothing
+	StartOffset   StartOffset
+	// OnNewIncarnation decides about an edge partition that is a new
+	// incarnation of one the hub already holds (see incarnation.go).
+	OnNewIncarnation NewIncarnation
+	BufferDir        string
+	BufferMaxBytes   int64
+	BufferFull       buffer.Policy
 	// Aggregator is one or more comma-separated base URLs, http:// or
 	// https://; a host name resolving to several addresses counts as
 	// several endpoints.
@@ -255,6 +258,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Kafka.Validate(); err != nil {
 		return bad("--kafka-tls", "", "%v", err)
+	}
+	if _, err := ParseNewIncarnation(c.OnNewIncarnation.String()); err != nil {
+		return bad("--on-new-incarnation", c.OnNewIncarnation, "%v", err)
 	}
 	if _, err := wire.ParseCodec(c.Compression.String()); err != nil {
 		return bad("--compression", c.Compression, "%v", err)

@@ -39,6 +39,12 @@ type metrics struct {
 	bufferFill         prometheus.Gauge
 	heartbeats         *prometheus.CounterVec
 	heartbeatBytes     *prometheus.CounterVec
+	// rolled-back buffers and stranded epochs (resume.go, epoch.go) and new
+	// source incarnations (incarnation.go)
+	rollbacks       prometheus.Counter
+	stranded        prometheus.Gauge
+	strandedRecords prometheus.Gauge
+	incarnations    *prometheus.GaugeVec
 
 	collectors promutil.Set
 }
@@ -70,7 +76,7 @@ func newMetrics() *metrics {
 		recordsAcked: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
 			Name: "records_acked_total", Help: "Records in chunks acknowledged by the aggregator."}),
 		sendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
-			Name: "chunk_send_errors_total", Help: "Failed chunk uploads, by class (network, retryable, auth, conflict, rejected, unacknowledged: an answer not proven to come from the aggregator)."}, []string{"class"}),
+			Name: "chunk_send_errors_total", Help: "Failed chunk uploads, by class (network, retryable, auth, conflict, rejected, unacknowledged, and resume requests before them under network: an answer not proven to come from the aggregator)."}, []string{"class"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
 			Name: "chunks_inflight", Help: "Chunks being uploaded now."}),
 		wireBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
@@ -96,11 +102,20 @@ func newMetrics() *metrics {
 			Name: "heartbeats_total", Help: "Heartbeats sent, by result (delivered, failed)."}, []string{"result"}),
 		heartbeatBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
 			Name: "heartbeat_wire_bytes_total", Help: "Bytes on the heartbeat connection, by direction (sent, received); also counted in wire_bytes_total."}, []string{"direction"}),
+		rollbacks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "buffer_rollbacks_total", Help: "Times the buffer was found rolled back (the aggregator had seen its next sequence numbers) and moved past them."}),
+		stranded: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "buffer_stranded", Help: "1 while the aggregator refuses this buffer's epoch (another buffer of the edge id took over); an operator must act."}),
+		strandedRecords: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "buffer_stranded_records", Help: "Records held by the stranded buffer when it was found stranded."}),
+		incarnations: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "agent",
+			Name: "source_incarnation_conflict", Help: "1 for an edge partition held back because it is a new incarnation of one the hub already holds."}, []string{"topic", "partition"}),
 	}
 	m.collectors = promutil.Set{m.recordsRead, m.skipped, m.lost, m.fetchErrors, m.partitions,
 		m.highWatermark, m.lag, m.chunksBuilt, m.rawBytes, m.frameBytes, m.chunksSent, m.recordsAcked,
 		m.sendErrors, m.inflight, m.wireBytes, m.linkUp, m.sendDuration, m.lossesReported, m.topicConfigReports,
-		m.rpo, m.backlogRecords, m.backlogBytes, m.bufferFill, m.heartbeats, m.heartbeatBytes}
+		m.rpo, m.backlogRecords, m.backlogBytes, m.bufferFill, m.heartbeats, m.heartbeatBytes,
+		m.rollbacks, m.stranded, m.strandedRecords, m.incarnations}
 	return m
 }
 

@@ -102,6 +102,11 @@ type reader struct {
 	clientID      string // sent with raw fetch requests
 	correlationID int32
 
+	// checkStart, if set, decides about a partition the buffer has never
+	// read before it is started (incarnation.go): where to start (-1: per
+	// --start-offset), or an error to try again later.
+	checkStart func(ctx context.Context, key buffer.PartitionKey, first, last int64) (int64, error)
+
 	// full is called when the batch's records reach the chunk size in the
 	// middle of a fetch response; it writes them out, so that memory is
 	// bounded by one chunk and one response, whatever the compression
@@ -265,8 +270,10 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 		}
 		if p.next < 0 {
 			if err := r.initPartition(ctx, p); err != nil {
-				r.log.Warn("cannot find start offset; will retry", slog.String("topic", p.key.Topic),
-					slog.Int("partition", int(p.key.Partition)), slog.Any("error", err))
+				if !errors.Is(err, errIncarnationHeld) { // logged once where decided
+					r.log.Warn("cannot find start offset; will retry", slog.String("topic", p.key.Topic),
+						slog.Int("partition", int(p.key.Partition)), slog.Any("error", err))
+				}
 				p.retryAt = now.Add(r.cfg.MetadataInterval)
 				continue
 			}
@@ -405,6 +412,16 @@ func (r *reader) initPartition(ctx context.Context, p *partition) error {
 	first, last, err := r.listOffsets(ctx, p.key)
 	if err != nil {
 		return err
+	}
+	if r.checkStart != nil {
+		start, err := r.checkStart(ctx, p.key, first, last)
+		if err != nil {
+			return err
+		}
+		if start >= 0 {
+			p.next = start
+			return nil
+		}
 	}
 	if r.cfg.StartOffset == StartLatest {
 		p.next = last

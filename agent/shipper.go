@@ -32,6 +32,8 @@ const (
 	outcomeSlow                    // 401/403/409: a configuration problem; retry at the slowest pace
 	outcomeNetwork                 // no answer: the link is down; retry when it is back
 	outcomeUnproven                // 2xx or 4xx not proven to come from the aggregator: retry, and warn
+	outcomeReused                  // 409 seq-reused: the buffer was rolled back; renew its epoch and resend
+	outcomeStranded                // 409 epoch-replaced: another buffer took over the edge id
 )
 
 // maxErrorBody bounds how much of an error answer is read.
@@ -49,6 +51,11 @@ type shipper struct {
 
 	link          *link
 	probeInterval time.Duration
+
+	// openNext is the buffer's NextSeq when it was opened, before this
+	// run appended anything (see resume.go).
+	openNext uint64
+	epochs   epochGuard // renewals and stranded reports (see epoch.go)
 }
 
 func newHTTPClient(ctx context.Context, eps *endpoints, lim *rate.Limiter, m *metrics) *http.Client {
@@ -94,13 +101,20 @@ func (s *shipper) run(ctx context.Context) error {
 	if s.probeInterval <= 0 {
 		s.probeInterval = DefaultProbeInterval
 	}
-	s.resume(ctx)
+	if s.openNext == 0 {
+		s.openNext = s.store.NextSeq()
+	}
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.reportLosses(ctx) })
 	g.Go(func() error { return s.probe(ctx) })
+	// No chunk is sent before an aggregator said what it has seen: a
+	// rolled-back buffer must move past it first.
+	if !s.resumeUntilAnswered(ctx) {
+		return g.Wait()
+	}
 	for i := 0; i < s.cfg.Inflight; i++ {
 		g.Go(func() error { return s.worker(ctx) })
 	}
-	g.Go(func() error { return s.reportLosses(ctx) })
 	return g.Wait()
 }
 
@@ -109,49 +123,6 @@ func (s *shipper) run(ctx context.Context) error {
 func (s *shipper) setIdentity(req *http.Request) {
 	req.Header.Set(wire.HeaderEdge, s.cfg.EdgeID)
 	req.Header.Set(wire.HeaderEpoch, strconv.FormatUint(s.store.Epoch(), 10))
-}
-
-// resume asks the aggregator which chunks it already applied, so that they
-// are not sent again after a crash. Best effort: on any error every stored
-// chunk is sent, and deduplication keeps the hub exact.
-func (s *shipper) resume(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	ep, _ := s.eps.current()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.url.JoinPath(wire.PathResume).String(), nil)
-	if err != nil {
-		return
-	}
-	s.setIdentity(req)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		s.log.Info("aggregator not reachable at start; will keep trying", slog.Any("error", err))
-		return
-	}
-	defer drain(resp)
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		_, _, reason, _ := classify(resp, s.m, 0, 0)
-		s.log.Error("aggregator refuses this agent's credential; chunks stay in the buffer until it is fixed",
-			slog.String("reason", reason))
-		return
-	}
-	if resp.StatusCode != http.StatusOK {
-		return
-	}
-	var rr wire.ResumeResponse
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxErrorBody)).Decode(&rr); err != nil {
-		return
-	}
-	if rr.Epoch != s.store.Epoch() || rr.NextSeq <= s.store.Floor() {
-		return
-	}
-	n, err := s.store.DropBefore(rr.NextSeq)
-	if err != nil {
-		s.log.Warn("drop chunks the aggregator already has", slog.Any("error", err))
-		return
-	}
-	s.log.Info("aggregator already applied buffered chunks; not sending them again",
-		slog.Int("chunks", n), slog.Uint64("next_seq", rr.NextSeq))
 }
 
 func (s *shipper) worker(ctx context.Context) error {
@@ -188,6 +159,7 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 	for {
 		s.m.inflight.Inc()
 		start := time.Now()
+		sentEpoch := s.store.Epoch()
 		out, wait, reason := s.send(ctx, ch)
 		s.m.inflight.Dec()
 		switch out {
@@ -222,6 +194,17 @@ func (s *shipper) ship(ctx context.Context, ch buffer.Chunk) error {
 				s.h.done(ch.Seq)
 			}
 			return nil
+		case outcomeReused:
+			s.markUp()
+			s.seqReused(sentEpoch, ch.Seq, reason)
+			wait = 0
+		case outcomeStranded:
+			s.markUp()
+			if s.strandedBuffer(ctx, sentEpoch, reason) {
+				wait = 0
+			} else {
+				wait = s.cfg.MaxBackoff
+			}
 		case outcomeSlow:
 			s.markUp()
 			s.log.Error("aggregator refuses this agent; check credentials and that no other agent uses this edge id",
@@ -360,6 +343,12 @@ func classify(resp *http.Response, m *metrics, seq uint64, records int) (outcome
 		return outcomeSlow, 0, reason, nil
 	case http.StatusConflict:
 		m.sendErrors.WithLabelValues("conflict").Inc()
+		switch er.Code {
+		case wire.CodeSeqReused:
+			return outcomeReused, 0, reason, nil
+		case wire.CodeEpochReplaced:
+			return outcomeStranded, 0, reason, nil
+		}
 		return outcomeSlow, 0, reason, nil
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		m.sendErrors.WithLabelValues("retryable").Inc()

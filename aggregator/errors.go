@@ -35,7 +35,8 @@ func (e *ConfigError) Unwrap() error { return ErrInvalidConfig }
 type httpError struct {
 	status     int
 	msg        string
-	retryAfter int // seconds, for 429/503
+	retryAfter int    // seconds, for 429/503
+	code       string // wire.Code* the agent acts on, or empty
 }
 
 func (e *httpError) Error() string { return e.msg }

@@ -34,9 +34,11 @@ func TestZombieAggregatorFenced(t *testing.T) {
 	chunk1 := f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 20), sensorRecords("sensors", 1, 0, 10)))
 
 	// Warm up A's claim with a first transaction, so that the one frozen
-	// below is a later one of an established writer.
+	// below is a later one of an established writer. It comes from an
+	// earlier buffer epoch: seq 1 of epoch 1 is chunk1, and a seq is never
+	// reused with other content within an epoch.
 	warm := f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 5)))
-	if r := a.send(t, "e1", 1, 1, warm); r.status != http.StatusOK || r.ok.Written != 5 {
+	if r := a.send(t, "e1", 9, 1, warm); r.status != http.StatusOK || r.ok.Written != 5 {
 		t.Fatalf("warm-up chunk on A: %v", r)
 	}
 

@@ -36,6 +36,9 @@ type metrics struct {
 	fleetReadErrors    prometheus.Counter
 	fleetWriteErrors   prometheus.Counter
 	fleetWriteDuration prometheus.Histogram
+	staleEpoch         *prometheus.CounterVec
+	seqReused          *prometheus.CounterVec
+	incarnations       *prometheus.CounterVec
 
 	collectors promutil.Set
 }
@@ -92,11 +95,18 @@ func newMetrics() *metrics {
 		fleetWriteDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "aggregator",
 			Name: "fleet_write_duration_seconds", Help: "Duration of one write to the status or events topic.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		staleEpoch: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "stale_epoch_chunks_total", Help: "Chunks refused (409) because their buffer epoch was replaced: a stranded buffer, by edge."}, []string{"edge"}),
+		seqReused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "seq_reused_chunks_total", Help: "Chunks refused (409) because their seq was applied before with other content (rolled-back buffer), by edge."}, []string{"edge"}),
+		incarnations: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "source_incarnation_conflicts_total", Help: "Watermark checks where the edge partition ends at or below what the hub holds (new incarnation of the source), by edge."}, []string{"edge"}),
 	}
 	m.collectors = promutil.Set{m.chunks, m.written, m.duplicates, m.produceErrors, m.produceDuration,
 		m.claims, m.fenced, m.transactions, m.txnRecords, m.txnChunks, m.commitDuration,
 		m.applyDuration, m.derivations, m.lost, m.receivedBytes, m.edges, m.topicConfigChanges, m.topicConfigRefused,
-		m.heartbeats, m.fleetReadErrors, m.fleetWriteErrors, m.fleetWriteDuration}
+		m.heartbeats, m.fleetReadErrors, m.fleetWriteErrors, m.fleetWriteDuration,
+		m.staleEpoch, m.seqReused, m.incarnations}
 	return m
 }
 

@@ -24,9 +24,6 @@ const (
 	PathReadyz  = "/readyz"
 )
 
-// maxRetiredEpochs bounds how many replaced epochs are remembered per edge.
-const maxRetiredEpochs = 16
-
 // edgeState sequences the chunks of one edge. Chunks wait in pending until
 // their turn; one runner goroutine at a time takes every chunk that is
 // ready, in sequence order, and applies them in one hub transaction (group
@@ -37,6 +34,12 @@ type edgeState struct {
 	epoch   uint64
 	next    uint64 // next expected seq; 0 = unknown
 	retired map[uint64]bool
+	// retiredOrder is retired in the order the epochs were replaced, so
+	// that the oldest is forgotten first (see retire).
+	retiredOrder []uint64
+	// applied remembers the frame checksum of recently applied seqs of
+	// the current epoch (see sequence.go).
+	applied appliedRing
 	pending map[uint64]*pendingChunk
 	running bool        // a runner is applying this edge's chunks
 	writer  *edgeWriter // used by the runner only
@@ -46,6 +49,7 @@ type edgeState struct {
 // taken, only the runner touches it until done is closed.
 type pendingChunk struct {
 	c     *wire.Chunk
+	sum   uint32 // the frame's checksum: its content
 	epoch uint64
 	taken bool
 	done  chan struct{}
@@ -78,6 +82,8 @@ type server struct {
 	mu    sync.Mutex
 	edges map[string]*edgeState
 
+	conflicts conflictLog // incarnation conflicts logged (incarnation.go)
+
 	draining atomic.Bool
 	stopping chan struct{} // closed at shutdown: wakes waiting chunks
 	// inflight counts chunk handlers running, so that shutdown closes the
@@ -102,6 +108,7 @@ func (s *server) routes() http.Handler {
 	// The fleet view is for operators (edgemirror status); it names edges
 	// and their backlog, nothing an edge could use to write.
 	mux.HandleFunc("GET "+wire.PathEdges, s.handleEdges)
+	mux.Handle("GET "+wire.PathWatermark, s.guard(http.HandlerFunc(s.handleWatermark)))
 	mux.HandleFunc("GET "+PathHealthz, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -157,7 +164,7 @@ func (s *server) edge(name string) (*edgeState, error) {
 	es := &edgeState{name: name, epoch: rec.Epoch, next: rec.NextSeq, retired: make(map[uint64]bool),
 		pending: make(map[uint64]*pendingChunk), writer: w}
 	for _, e := range rec.Retired {
-		es.retired[e] = true
+		es.retire(e)
 	}
 	s.edges[name] = es
 	s.m.edges.Set(float64(len(s.edges)))
@@ -173,7 +180,7 @@ func (s *server) handleChunk(w http.ResponseWriter, r *http.Request) {
 		if he.retryAfter > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(he.retryAfter))
 		}
-		writeJSON(w, code, wire.ErrorResponse{Error: he.msg, Permanent: he.permanent()})
+		writeJSON(w, code, wire.ErrorResponse{Error: he.msg, Permanent: he.permanent(), Code: he.code})
 		return
 	}
 	writeJSON(w, code, body)
@@ -235,7 +242,7 @@ func (s *server) chunk(r *http.Request) (int, any) {
 	if err != nil {
 		return fail(errUnavailable(err.Error(), 1))
 	}
-	res, herr := s.sequence(r.Context(), es, epoch, floor, c)
+	res, herr := s.sequence(r.Context(), es, epoch, floor, c, wire.Checksum(frame))
 	if herr != nil {
 		return fail(herr)
 	}
@@ -243,21 +250,19 @@ func (s *server) chunk(r *http.Request) (int, any) {
 }
 
 // sequence queues the chunk for its turn and waits for its outcome.
-func (s *server) sequence(ctx context.Context, es *edgeState, epoch, floor uint64, c *wire.Chunk) (*wire.ChunkResponse, *httpError) {
+func (s *server) sequence(ctx context.Context, es *edgeState, epoch, floor uint64, c *wire.Chunk, sum uint32) (*wire.ChunkResponse, *httpError) {
 	es.mu.Lock()
 	if epoch != es.epoch {
 		if es.retired[epoch] {
 			es.mu.Unlock()
-			return nil, &httpError{status: http.StatusConflict,
+			s.m.staleEpoch.WithLabelValues(es.name).Inc()
+			return nil, &httpError{status: http.StatusConflict, code: wire.CodeEpochReplaced,
 				msg: fmt.Sprintf("buffer epoch %d of edge %s was replaced by epoch %d; is another agent using this edge id?", epoch, es.name, es.epoch)}
 		}
 		if es.epoch != 0 {
 			s.log.Warn("edge started a new buffer epoch; chunks of the old epoch are refused from now on",
 				slog.String("edge", es.name), slog.Uint64("old_epoch", es.epoch), slog.Uint64("new_epoch", epoch))
-			if len(es.retired) >= maxRetiredEpochs {
-				clear(es.retired)
-			}
-			es.retired[es.epoch] = true
+			es.retire(es.epoch)
 			// Persist the takeover, so that the old epoch stays refused
 			// after a restart of the aggregator.
 			if err := s.state.setEdge(es.name, edgeRecord{Epoch: epoch, Retired: es.retiredList()}); err != nil {
@@ -273,6 +278,14 @@ func (s *server) sequence(ctx context.Context, es *edgeState, epoch, floor uint6
 			}
 		}
 		es.epoch, es.next = epoch, 0
+		es.applied.reset()
+	}
+	if he := es.checkReuse(c.Seq, sum); he != nil {
+		es.mu.Unlock()
+		s.log.Error("edge sent a chunk whose sequence number was applied before with other content; its buffer was rolled back (restored copy, snapshot, lost writes) and must renew its epoch",
+			slog.String("edge", es.name), slog.Uint64("epoch", epoch), slog.Uint64("seq", c.Seq), slog.Uint64("next_seq", es.next))
+		s.m.seqReused.WithLabelValues(es.name).Inc()
+		return nil, he
 	}
 	// Every seq below the agent's floor was acknowledged or dropped.
 	if floor > es.next {
@@ -292,7 +305,7 @@ func (s *server) sequence(ctx context.Context, es *edgeState, epoch, floor uint6
 		}
 		old.finish(nil, errUnavailable(fmt.Sprintf("chunk %d was sent again; answering the newer request", c.Seq), 1))
 	}
-	pc := &pendingChunk{c: c, epoch: epoch, done: make(chan struct{})}
+	pc := &pendingChunk{c: c, sum: sum, epoch: epoch, done: make(chan struct{})}
 	es.pending[c.Seq] = pc
 	if !es.running {
 		es.running = true
@@ -411,8 +424,11 @@ func (s *server) run(es *edgeState) {
 				pc.finish(nil, applyHTTPError(err, i))
 				continue
 			}
-			if pc.c.Seq == es.next && pc.epoch == es.epoch {
-				es.next++
+			if pc.epoch == es.epoch {
+				if pc.c.Seq == es.next {
+					es.next++
+				}
+				es.applied.add(pc.c.Seq, pc.sum)
 			}
 			refused = append(refused, results[i].refused...)
 			pc.finish(&wire.ChunkResponse{Seq: pc.c.Seq, Records: len(pc.c.Records), Written: results[i].written, Duplicates: results[i].duplicates,
@@ -483,13 +499,9 @@ func (es *edgeState) record() edgeRecord {
 	return edgeRecord{Epoch: es.epoch, NextSeq: es.next, Retired: es.retiredList()}
 }
 
+// retiredList returns the retired epochs, oldest first. es.mu is held.
 func (es *edgeState) retiredList() []uint64 {
-	out := make([]uint64, 0, len(es.retired))
-	for e := range es.retired {
-		out = append(out, e)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Clone(es.retiredOrder)
 }
 
 func (s *server) handleResume(w http.ResponseWriter, r *http.Request) {
@@ -509,10 +521,7 @@ func (s *server) handleResume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	es.mu.Lock()
-	res := wire.ResumeResponse{Epoch: es.epoch}
-	if es.epoch == epoch {
-		res.NextSeq = es.next
-	}
+	res := es.resumeAnswer(epoch)
 	es.mu.Unlock()
 	writeJSON(w, http.StatusOK, res)
 }

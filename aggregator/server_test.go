@@ -41,8 +41,8 @@ func TestChunkApplied(t *testing.T) {
 	if a.status != 200 || !reflect.DeepEqual(a.ok, wire.ChunkResponse{Seq: 1, Records: 3, Written: 3}) {
 		t.Fatalf("answer %v, want 200 seq 1 records 3 written 3", a)
 	}
-	if rr := s.resume(t, "plant-7", 99); rr != (wire.ResumeResponse{Epoch: 99, NextSeq: 2}) {
-		t.Errorf("resume %+v, want epoch 99 next 2", rr)
+	if rr := s.resume(t, "plant-7", 99); rr != (wire.ResumeResponse{Epoch: 99, NextSeq: 2, MaxSeq: 1}) {
+		t.Errorf("resume %+v, want epoch 99 next 2 max 1", rr)
 	}
 
 	got := readHub(t, hub, "plant-7.sensors")
@@ -332,7 +332,7 @@ func TestEpochTakeover(t *testing.T) {
 	if rr := s.resume(t, "e1", oldEpoch); rr.NextSeq != 0 {
 		t.Errorf("resume for the old epoch: %+v, want next seq 0", rr)
 	}
-	if rr := s.resume(t, "e1", newEpoch); rr != (wire.ResumeResponse{Epoch: newEpoch, NextSeq: 2}) {
+	if rr := s.resume(t, "e1", newEpoch); rr != (wire.ResumeResponse{Epoch: newEpoch, NextSeq: 2, MaxSeq: 1}) {
 		t.Errorf("resume for the new epoch: %+v", rr)
 	}
 	if got := sourceOffsets(t, readHub(t, hub, "e1.sensors")[0]); fmt.Sprint(got) != fmt.Sprint(seqOffsets(0, 8)) {

@@ -125,7 +125,7 @@ type Store struct {
 	log   *slog.Logger
 	m     *metrics
 	lay   layout
-	epoch uint64
+	epoch atomic.Uint64 // changes only by RenewEpoch
 
 	amu sync.Mutex   // serialises Append, so seq check and commit are one step
 	wmu sync.Mutex   // held around every write transaction and the state change after it
@@ -251,7 +251,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.log.Warn("buffer holds more than its budget (MaxBytes was lowered?); appends wait or drop until it drains",
 			slog.Int64("used_bytes", s.used), slog.Int64("budget_bytes", lay.budget))
 	}
-	s.log.Info("buffer opened", slog.Uint64("epoch", s.epoch), slog.Int("chunks", s.chunks),
+	s.log.Info("buffer opened", slog.Uint64("epoch", s.Epoch()), slog.Int("chunks", s.chunks),
 		slog.Uint64("floor", s.floor), slog.Uint64("next_seq", s.nextSeq),
 		slog.Int64("budget_bytes", lay.budget), slog.Int("max_frame_bytes", lay.maxFrame))
 	return s, nil
@@ -330,11 +330,13 @@ func (s *Store) load() error {
 func (s *Store) scan(tx *bolt.Tx) error {
 	st := tx.Bucket(bucketState)
 	var ok [4]bool
-	s.epoch, ok[0] = decodeUint64(st.Get(keyEpoch))
+	epoch, ok0 := decodeUint64(st.Get(keyEpoch))
+	s.epoch.Store(epoch)
+	ok[0] = ok0
 	s.nextSeq, ok[1] = decodeUint64(st.Get(keyNextSeq))
 	s.attempted, ok[2] = decodeUint64(st.Get(keyAttempted))
 	s.nextLossID, ok[3] = decodeUint64(st.Get(keyNextLossID))
-	if !ok[0] || !ok[1] || !ok[2] || !ok[3] || s.epoch == 0 || s.nextSeq == 0 || s.nextLossID == 0 {
+	if !ok[0] || !ok[1] || !ok[2] || !ok[3] || epoch == 0 || s.nextSeq == 0 || s.nextLossID == 0 {
 		return fmt.Errorf("read buffer state: %w", ErrCorrupt)
 	}
 	s.used = 4 * s.lay.smallCost(16, 8)
@@ -416,7 +418,8 @@ func (s *Store) scan(tx *bolt.Tx) error {
 
 // Epoch identifies this buffer: a random non-zero id created with the file.
 // A new file (the old one deleted) has a new epoch and restarts Seq at 1.
-func (s *Store) Epoch() uint64 { return s.epoch }
+// RenewEpoch gives the same file a new one.
+func (s *Store) Epoch() uint64 { return s.epoch.Load() }
 
 // NextSeq is the Seq the next Append must use. It starts at 1 and never
 // goes back, not even when the store is empty.

@@ -99,6 +99,7 @@ Usage:
   edgemirror reset-group [flags]  point a hub consumer group at a time (--to-datetime)
   edgemirror status [flags]       show every edge: state, backlog, RPO, losses
   edgemirror losses [flags]       list the lost ranges recorded in the hub
+  edgemirror buffer ACTION        inspect an agent's buffer or renew its epoch, offline
   edgemirror version              print the version
 
 Run "edgemirror COMMAND --help" for the flags of a command.
@@ -127,6 +128,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return runStatus(ctx, args[1:], stdout, stderr, getenv)
 	case "losses":
 		return runLosses(ctx, args[1:], stdout, stderr, getenv)
+	case "buffer":
+		return runBuffer(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "edgemirror %s (commit %s, built %s, %s, %s)\n", version, commit, date, runtime.Version(), platform())
 		return nil
@@ -272,6 +275,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		compression = cfg.Compression.String()
 		level       = cfg.CompressionLevel.String()
 		start       = cfg.StartOffset.String()
+		incarnation = cfg.OnNewIncarnation.String()
 		batchBytes  = int64(cfg.BatchBytes)
 		fetchBytes  = int64(cfg.FetchMaxBytes)
 	)
@@ -285,6 +289,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cmd.regex(&cfg.Topics, "topics", "regular expression of the topics to mirror (whole name); topics starting with _ never are")
 	cmd.regex(&cfg.ExcludeTopics, "exclude-topics", "regular expression of topics not to mirror")
 	cmd.choice(&start, "start-offset", []string{"earliest", "latest"}, "where a partition never read before starts: earliest or latest")
+	cmd.choice(&incarnation, "on-new-incarnation", []string{"hold", "skip"},
+		"a partition never read before that ends at or below what the hub already holds of it is a new incarnation (topic recreated, edge cluster rebuilt): hold (do not read it until the hub topic is removed or this is changed; logged and counted) or skip (read it from past the hub's offset; the offsets skipped are reported lost, reason source-incarnation)")
 	cmd.section("Buffer")
 	cmd.str(&cfg.BufferDir, "buffer-dir", "directory of the durable buffer (bbolt file buffer.db)")
 	cmd.bytes(&cfg.BufferMaxBytes, "buffer-max-bytes", "largest size of the buffer file on disk")
@@ -331,6 +337,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cfg.Compression, _ = wire.ParseCodec(compression)
 	cfg.CompressionLevel, _ = wire.ParseLevel(level)
 	cfg.StartOffset, _ = agent.ParseStartOffset(start)
+	cfg.OnNewIncarnation, _ = agent.ParseNewIncarnation(incarnation)
 	cfg.BatchBytes = int(min(batchBytes, 1<<40))
 	cfg.FetchMaxBytes = int(min(fetchBytes, 1<<30))
 	if err := cfg.Validate(); err != nil {

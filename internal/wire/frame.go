@@ -141,6 +141,17 @@ func putHeader(b []byte, h FrameHeader) {
 	binary.BigEndian.PutUint32(b[28:32], 0)
 }
 
+// Checksum returns the CRC-32C a frame's header carries (0 for a frame
+// shorter than a header). Once Decoder.Decode accepted the frame, it
+// identifies the frame's content: a receiver can tell a re-sent frame from
+// another one under the same seq.
+func Checksum(frame []byte) uint32 {
+	if len(frame) < HeaderSize {
+		return 0
+	}
+	return binary.BigEndian.Uint32(frame[checksumOffset:HeaderSize])
+}
+
 // frameChecksum computes the CRC-32C of header bytes [0:28) followed by the
 // payload of a complete frame.
 func frameChecksum(frame []byte) uint32 {

@@ -18,6 +18,12 @@ const (
 	// PathResume answers GET with ResumeResponse for the calling edge and
 	// the epoch in HeaderEpoch.
 	PathResume = "/v1/resume"
+	// PathWatermark answers GET ?topic=T&partition=P&log_end=N with
+	// WatermarkResponse: the highest source offset of the calling edge's
+	// partition T/P that the hub holds. log_end is the edge partition's
+	// end offset (last stable offset); the aggregator logs and counts a
+	// partition that ends at or below the watermark (a new incarnation).
+	PathWatermark = "/v1/watermark"
 )
 
 // Request headers sent by the agent.
@@ -83,15 +89,40 @@ type LossReport struct {
 
 // ResumeResponse answers PathResume.
 type ResumeResponse struct {
-	Epoch   uint64 `json:"epoch"`    // the epoch asked about
-	NextSeq uint64 `json:"next_seq"` // seq the aggregator expects next; 0 = unknown
+	Epoch   uint64 `json:"epoch"`    // the epoch the aggregator accepts chunks of
+	NextSeq uint64 `json:"next_seq"` // seq the aggregator expects next; 0 = unknown or another epoch
+	// MaxSeq is the highest seq of the asked epoch this aggregator has seen:
+	// applied, or received and waiting for its turn (0 = none). A buffer
+	// whose next seq is at or below it was rolled back: its next chunks
+	// would reuse numbers the aggregator knows with other content.
+	MaxSeq uint64 `json:"max_seq,omitempty"`
+}
+
+// WatermarkResponse answers PathWatermark.
+type WatermarkResponse struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"` // highest source offset in the hub; -1: none
 }
 
 // ErrorResponse is the JSON body of every non-2xx answer.
 type ErrorResponse struct {
 	Error     string `json:"error"`
 	Permanent bool   `json:"permanent"` // true: retrying the same request cannot succeed
+	// Code names the condition when the agent must act on it (one of the
+	// Code constants); empty otherwise.
+	Code string `json:"code,omitempty"`
 }
+
+// Codes of an ErrorResponse.
+const (
+	// CodeEpochReplaced (409): the request's epoch was replaced by a newer
+	// buffer epoch of the same edge; chunks of it are refused from now on.
+	CodeEpochReplaced = "epoch-replaced"
+	// CodeSeqReused (409): the chunk's seq was applied before with other
+	// content; the sender's buffer was rolled back and must renew its epoch.
+	CodeSeqReused = "seq-reused"
+)
 
 // Reasons of a LossRange: the one list of every reason an agent reports
 // (docs/protocol.md, section 3.3, lists them for other implementations).
@@ -122,6 +153,15 @@ const (
 	// LossReasonTimestamp: the record's timestamp is outside MinTimestamp..
 	// MaxTimestamp and cannot be written to Kafka without wrapping.
 	LossReasonTimestamp = "timestamp-out-of-range"
+	// LossReasonStranded: the records are held by a buffer whose epoch was
+	// replaced (another buffer took over the edge id); the aggregator
+	// refuses them. They reach the hub only if the operator renews that
+	// buffer's epoch (edgemirror buffer renew-epoch, see README).
+	LossReasonStranded = "stranded-epoch"
+	// LossReasonSourceIncarnation: the edge partition is a new incarnation
+	// (topic recreated, edge cluster rebuilt) whose offsets the hub already
+	// holds from the old one; these offsets of the new one are not mirrored.
+	LossReasonSourceIncarnation = "source-incarnation"
 )
 
 // Record timestamps a hub write can carry exactly, in Unix milliseconds.
