@@ -117,7 +117,7 @@ func TestSeqReusedRenewsEpoch(t *testing.T) {
 			writeTestJSON(w, http.StatusConflict, wire.ErrorResponse{Error: "applied before with other content", Code: wire.CodeSeqReused})
 			return
 		}
-		writeTestJSON(w, http.StatusOK, wire.ChunkResponse{Seq: 1, Written: 1})
+		writeTestJSON(w, http.StatusOK, wire.ChunkResponse{Seq: 1, Records: 1, Written: 1})
 	}))
 	var p http.Protocols
 	p.SetHTTP1(true)
