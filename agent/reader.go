@@ -17,6 +17,7 @@ import (
 	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
 
 	"github.com/edgemirror/edgemirror/buffer"
+	"github.com/edgemirror/edgemirror/internal/committed"
 	"github.com/edgemirror/edgemirror/internal/kafkautil"
 	"github.com/edgemirror/edgemirror/internal/provenance"
 	"github.com/edgemirror/edgemirror/internal/wire"
@@ -575,10 +576,7 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 	} else {
 		batches = []protocol.RecordReader{rp.RecordSet.Records}
 	}
-	aborted := append([]fetchapi.ResponseTransaction(nil), rp.AbortedTransactions...)
-	sort.Slice(aborted, func(i, j int) bool { return aborted[i].FirstOffset < aborted[j].FirstOffset })
-	abortedPIDs := make(map[int64]bool)
-	ai := 0
+	filter := committed.NewAbortFilter(rp.AbortedTransactions)
 	var firstErr error
 	// open is the index in b.losses of the loss range the last refused
 	// record went to, while no record was shipped since; -1 otherwise.
@@ -592,9 +590,7 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 		switch bt := rb.(type) {
 		case *protocol.ControlBatch:
 			cr, err := bt.ReadControlRecord()
-			if err == nil && cr.Type == 0 { // ABORT marker ends the aborted transaction
-				delete(abortedPIDs, bt.ProducerID)
-			}
+			filter.Marker(bt.ProducerID, bt.BaseOffset, err == nil && cr.Type == 0) // ABORT ends an aborted transaction
 			if bt.BaseOffset+1 > next {
 				next = bt.BaseOffset + 1
 			}
@@ -602,13 +598,7 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 			closeRecords(bt.Records)
 			continue
 		case *protocol.RecordBatch:
-			if bt.Attributes.Transactional() {
-				for ai < len(aborted) && aborted[ai].FirstOffset <= bt.BaseOffset {
-					abortedPIDs[aborted[ai].ProducerID] = true
-					ai++
-				}
-				skip = abortedPIDs[bt.ProducerID]
-			}
+			skip = filter.Skip(bt.ProducerID, bt.BaseOffset, bt.Attributes.Transactional())
 		}
 		for {
 			rec, err := recs.ReadRecord()

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -150,40 +149,20 @@ func each(rp *fetchapi.ResponsePartition, off, end int64, opt Options, fn func(*
 			drain(b)
 		}
 	}()
-	aborted := append([]fetchapi.ResponseTransaction(nil), rp.AbortedTransactions...)
-	sort.Slice(aborted, func(i, j int) bool { return aborted[i].FirstOffset < aborted[j].FirstOffset })
-	abortedPIDs := make(map[int64]bool)
-	ai := 0
+	filter := NewAbortFilter(rp.AbortedTransactions)
 	for _, rb := range batches {
 		recs := rb
 		skip := false
 		switch bt := rb.(type) {
 		case *protocol.ControlBatch:
-			// As the Java consumer does, the aborted transactions that
-			// start at or before a marker are taken in before the marker
-			// is looked at: a fetch that starts at an ABORT marker gets
-			// that transaction in the list, and the marker must end it,
-			// or the producer's next, committed, transaction is dropped.
-			for ai < len(aborted) && aborted[ai].FirstOffset <= bt.BaseOffset {
-				abortedPIDs[aborted[ai].ProducerID] = true
-				ai++
-			}
 			cr, err := bt.ReadControlRecord()
-			if err == nil && cr.Type == 0 { // ABORT marker ends the aborted transaction
-				delete(abortedPIDs, bt.ProducerID)
-			}
+			filter.Marker(bt.ProducerID, bt.BaseOffset, err == nil && cr.Type == 0)
 			if bt.BaseOffset+1 > next {
 				next = bt.BaseOffset + 1
 			}
 			continue
 		case *protocol.RecordBatch:
-			if bt.Attributes.Transactional() {
-				for ai < len(aborted) && aborted[ai].FirstOffset <= bt.BaseOffset {
-					abortedPIDs[aborted[ai].ProducerID] = true
-					ai++
-				}
-				skip = abortedPIDs[bt.ProducerID]
-			}
+			skip = filter.Skip(bt.ProducerID, bt.BaseOffset, bt.Attributes.Transactional())
 		}
 		for {
 			rec, err := recs.ReadRecord()
