@@ -217,6 +217,7 @@ func (s *server) chunk(r *http.Request) (int, any) {
 	}
 	defer release()
 	c, err := s.dec.Decode(frame)
+	sum := wire.Checksum(frame) // the chunk's content, for the seq-reuse check
 	frame = nil
 	if err != nil {
 		s.log.Warn("rejected undecodable chunk", slog.String("edge", edge), slog.Any("error", err))
@@ -242,7 +243,7 @@ func (s *server) chunk(r *http.Request) (int, any) {
 	if err != nil {
 		return fail(errUnavailable(err.Error(), 1))
 	}
-	res, herr := s.sequence(r.Context(), es, epoch, floor, c, wire.Checksum(frame))
+	res, herr := s.sequence(r.Context(), es, epoch, floor, c, sum)
 	if herr != nil {
 		return fail(herr)
 	}
