@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	fetchapi "github.com/segmentio/kafka-go/protocol/fetch"
+
+	"github.com/edgemirror/edgemirror/internal/committed"
 )
 
 // fleetRecord is one committed record of a fleet topic.
@@ -81,10 +82,7 @@ func committedRecords(rp *fetchapi.ResponsePartition, from int64) ([]fleetRecord
 	} else {
 		batches = []protocol.RecordReader{rp.RecordSet.Records}
 	}
-	aborted := append([]fetchapi.ResponseTransaction(nil), rp.AbortedTransactions...)
-	sort.Slice(aborted, func(i, j int) bool { return aborted[i].FirstOffset < aborted[j].FirstOffset })
-	abortedPIDs := make(map[int64]bool)
-	ai := 0
+	filter := committed.NewAbortFilter(rp.AbortedTransactions)
 	var (
 		out      []fleetRecord
 		firstErr error
@@ -93,20 +91,13 @@ func committedRecords(rp *fetchapi.ResponsePartition, from int64) ([]fleetRecord
 		skip := false
 		switch bt := rb.(type) {
 		case *protocol.ControlBatch:
-			if cr, err := bt.ReadControlRecord(); err == nil && cr.Type == 0 { // ABORT ends the aborted transaction
-				delete(abortedPIDs, bt.ProducerID)
-			}
+			cr, err := bt.ReadControlRecord()
+			filter.Marker(bt.ProducerID, bt.BaseOffset, err == nil && cr.Type == 0) // ABORT ends an aborted transaction
 			next = max(next, bt.BaseOffset+1)
 			drain(bt.Records)
 			continue
 		case *protocol.RecordBatch:
-			if bt.Attributes.Transactional() {
-				for ai < len(aborted) && aborted[ai].FirstOffset <= bt.BaseOffset {
-					abortedPIDs[aborted[ai].ProducerID] = true
-					ai++
-				}
-				skip = abortedPIDs[bt.ProducerID]
-			}
+			skip = filter.Skip(bt.ProducerID, bt.BaseOffset, bt.Attributes.Transactional())
 		}
 		for {
 			rec, err := rb.ReadRecord()
