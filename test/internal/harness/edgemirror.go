@@ -90,7 +90,6 @@ func StartSecureAggregator(t testing.TB, hubBrokers []string, certFile, keyFile,
 		"--metrics-addr", a.MetricsAddr,
 		"--brokers", strings.Join(hubBrokers, ","),
 		"--state-dir", a.StateDir,
-		"--settle-time", "500ms",
 		"--log-level", "debug",
 		"--tls-cert", certFile, "--tls-key", keyFile,
 	}, extra...)
