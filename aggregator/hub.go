@@ -119,7 +119,9 @@ func (w *edgeWriter) apply(ctx context.Context, chunks []*wire.Chunk) ([]chunkRe
 		var be *batchError
 		if err == nil || round == maxRefusalRounds || !errors.As(err, &be) || be.err.Kind != txn.Refused {
 			if err != nil {
-				return nil, w.failed(err, chunks)
+				ae := w.failed(err, chunks)
+				w.abort(ctx, ae)
+				return nil, ae
 			}
 			return res, nil
 		}
@@ -253,6 +255,26 @@ func (w *edgeWriter) claim(ctx context.Context) error {
 	w.h.log.Info("writing for edge", slog.String("edge", w.edge), slog.String("transactional_id", w.prod.TransactionalID()),
 		slog.Int64("producer_id", pid), slog.Int("epoch", int(epoch)), slog.Duration("took", time.Since(start)))
 	return nil
+}
+
+// abort ends a failed transaction at once (a new claim), so that its
+// partitions' last stable offset does not wait for --transaction-timeout
+// when no further chunk comes to claim the edge. Best effort and short: the
+// next apply claims again anyway. A fenced writer has nothing to abort.
+func (w *edgeWriter) abort(ctx context.Context, err error) {
+	var ae *applyError
+	if errors.As(err, &ae) && ae.kind == applyFenced {
+		return
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if aerr := w.prod.Abort(actx); aerr != nil {
+		w.h.log.Debug("abort of a failed hub transaction did not finish; the next chunk claims the edge again",
+			slog.String("edge", w.edge), slog.Any("error", aerr))
+		return
+	}
+	clear(w.wms)
+	w.stored = nil
 }
 
 // forget drops the claim's state after a failed transaction: the next
