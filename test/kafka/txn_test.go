@@ -113,6 +113,21 @@ func TestTransactionalProducerOnRealBroker(t *testing.T) {
 	if err := third.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// EndTxn answers once the commit is decided; the markers reach the
+	// partitions just after, and only then is the data stable.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l, err1 := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.LastOffsetOf(0)}},
+			IsolationLevel: kafka.ReadCommitted})
+		h, err2 := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.LastOffsetOf(0)}}})
+		if err1 == nil && err2 == nil && l.Topics[topic][0].LastOffset == h.Topics[topic][0].LastOffset {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("last stable offset never reached the high watermark: %v %v", err1, err2)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval of a bounded wait
+	}
 	var got []string
 	end := hw.Topics[topic][0].LastOffset + 100
 	err = committed.Read(ctx, cl, topic, 0, 0, end, committed.Options{}, func(r *committed.Record) error {
