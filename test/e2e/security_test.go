@@ -408,7 +408,7 @@ func TestHostileIdentities(t *testing.T) {
 	stopBG()
 	bg.Wait()
 	testkit.Eventually(t, 2*time.Minute, "legit records in the hub", func() error {
-		n, err := harness.CountAll(ctx, hubKafka.Brokers(), "legit."+topic)
+		n, err := harness.CountCommitted(ctx, hubKafka.Brokers(), "legit."+topic)
 		if err != nil {
 			return err
 		}
@@ -497,7 +497,7 @@ func TestAgentRefusedKeepsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, time.Minute, "all records after the token fix", func() error {
-		n, err := harness.CountAll(ctx, hubKafka.Brokers(), "site-9."+topic)
+		n, err := harness.CountCommitted(ctx, hubKafka.Brokers(), "site-9."+topic)
 		if err != nil {
 			return err
 		}

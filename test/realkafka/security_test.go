@@ -195,7 +195,7 @@ func TestSASLSSLBothHops(t *testing.T) {
 	}
 	want := int64(prod.Out.Count())
 	testkit.Eventually(t, 2*time.Minute, "records in the SASL_SSL hub", func() error {
-		n, err := harness.CountAllOpts(ctx, hubOpts, []string{hub.Addr()}, "secure-edge."+topic)
+		n, err := harness.CountCommittedOpts(ctx, hubOpts, []string{hub.Addr()}, "secure-edge."+topic)
 		if err != nil {
 			return err
 		}

@@ -312,7 +312,12 @@ func ReadAllOpts(ctx context.Context, opts []kgo.Opt, brokers []string, topics .
 // consumer sees: in a transactional topic, end minus start offsets also
 // counts the commit markers and aborted records.
 func CountCommitted(ctx context.Context, brokers []string, topics ...string) (int64, error) {
-	all, err := ReadAll(ctx, brokers, topics...)
+	return CountCommittedOpts(ctx, nil, brokers, topics...)
+}
+
+// CountCommittedOpts is CountCommitted with extra client options (TLS, SASL).
+func CountCommittedOpts(ctx context.Context, opts []kgo.Opt, brokers []string, topics ...string) (int64, error) {
+	all, err := ReadAllOpts(ctx, opts, brokers, topics...)
 	if err != nil {
 		return 0, err
 	}
