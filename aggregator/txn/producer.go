@@ -76,8 +76,12 @@ func (p *Producer) Session() (id int64, epoch int16, claimed bool) {
 // retry calls fn until it succeeds, returns a non-retriable error, or
 // RetryFor (or ctx) runs out.
 func (p *Producer) retry(ctx context.Context, fn func() error) error {
+	// Short first waits: the most common retry is CONCURRENT_TRANSACTIONS
+	// on the first call of a transaction while the previous commit's
+	// markers are still being written, which takes a few milliseconds.
 	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 10 * time.Millisecond
+	b.InitialInterval = 2 * time.Millisecond
+	b.RandomizationFactor = 0.2
 	b.MaxInterval = time.Second
 	b.MaxElapsedTime = p.cfg.RetryFor
 	var last error
