@@ -64,13 +64,32 @@ func Binary() (string, error) {
 // FreePort returns a free TCP port on 127.0.0.1.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+	// The kernel may hand the same free port to two calls in a row (the
+	// first one closed its listener); a port given out once in this test
+	// process is never given out again.
+	for i := 0; i < 100; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		portsMu.Lock()
+		used := portsGiven[port]
+		portsGiven[port] = true
+		portsMu.Unlock()
+		if !used {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("free port: no port that was not given out before")
+	return 0
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = make(map[int]bool)
+)
 
 // Proc is one edgemirror process.
 type Proc struct {
