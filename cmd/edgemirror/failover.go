@@ -112,10 +112,7 @@ func runTranslate(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	cmd.int64v(&offset, "offset", "source offset at the edge (required)")
 	cmd.section("Hub")
 	ff.register(cmd)
-	if err := cmd.parse(args, getenv); err != nil {
-		if errors.Is(err, errHelp) {
-			cmd.usage(stdout)
-		}
+	if err := cmd.parseOrHelp(args, getenv, stdout); err != nil {
 		return err
 	}
 	bad := func(err error) error { return &usageError{message: err.Error(), hint: cmd.example} }
@@ -235,10 +232,7 @@ func runTranslateGroup(ctx context.Context, args []string, stdout, stderr io.Wri
 	cmd.section("Hub")
 	ff.register(cmd)
 	cmd.str(&cpTopic, "checkpoint-topic", "the aggregator's --checkpoint-topic")
-	if err := cmd.parse(args, getenv); err != nil {
-		if errors.Is(err, errHelp) {
-			cmd.usage(stdout)
-		}
+	if err := cmd.parseOrHelp(args, getenv, stdout); err != nil {
 		return err
 	}
 	bad := func(err error) error { return &usageError{message: err.Error(), hint: cmd.example} }
@@ -516,10 +510,7 @@ func runResetGroup(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cmd.commandLineOnly("execute")
 	cmd.section("Hub")
 	ff.register(cmd)
-	if err := cmd.parse(args, getenv); err != nil {
-		if errors.Is(err, errHelp) {
-			cmd.usage(stdout)
-		}
+	if err := cmd.parseOrHelp(args, getenv, stdout); err != nil {
 		return err
 	}
 	bad := func(err error) error { return &usageError{message: err.Error(), hint: cmd.example} }

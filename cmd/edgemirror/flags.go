@@ -103,6 +103,16 @@ func envName(flagName string) string {
 
 // parse reads the command line, then the environment for every flag not
 // given on the command line (the command line wins).
+// parseOrHelp is parse that also prints the usage to stdout when help was
+// asked for (the error is still errHelp, for exit code 0).
+func (c *command) parseOrHelp(args []string, getenv func(string) string, stdout io.Writer) error {
+	err := c.parse(args, getenv)
+	if errors.Is(err, errHelp) {
+		c.usage(stdout)
+	}
+	return err
+}
+
 func (c *command) parse(args []string, getenv func(string) string) error {
 	for _, a := range args {
 		if a == "-h" || a == "-help" || a == "--help" {

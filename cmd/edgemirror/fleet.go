@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,10 +34,7 @@ func runStatus(ctx context.Context, args []string, stdout, _ io.Writer, getenv f
 	cmd.str(&aggURL, "aggregator", "aggregator base URL, http:// or https:// (required)")
 	cmd.boolv(&asJSON, "json", "print the rows as a JSON array (the fields of GET /v1/edges) instead of a table")
 	cmd.duration(&timeout, "timeout", "bound on the question to the aggregator")
-	if err := cmd.parse(args, getenv); err != nil {
-		if errors.Is(err, errHelp) {
-			cmd.usage(stdout)
-		}
+	if err := cmd.parseOrHelp(args, getenv, stdout); err != nil {
 		return err
 	}
 	u, err := queryURL(aggURL, wire.PathEdges, nil, timeout, cmd.example)
@@ -123,10 +119,7 @@ func runLosses(ctx context.Context, args []string, stdout, _ io.Writer, getenv f
 	cmd.str(&edge, "edge", "only this edge's losses (default: every edge)")
 	cmd.boolv(&asJSON, "json", "print the events as a JSON array instead of a table")
 	cmd.duration(&timeout, "timeout", "bound on the question to the aggregator")
-	if err := cmd.parse(args, getenv); err != nil {
-		if errors.Is(err, errHelp) {
-			cmd.usage(stdout)
-		}
+	if err := cmd.parseOrHelp(args, getenv, stdout); err != nil {
 		return err
 	}
 	q := url.Values{}

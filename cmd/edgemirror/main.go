@@ -326,10 +326,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	cmd.duration(&cfg.CheckpointInterval, "checkpoint-interval", "how often the offsets of the --sync-groups groups are read and sent")
 	co.register(cmd)
 
-	if err := cmd.parse(args, getenv); err != nil {
-		if errors.Is(err, errHelp) {
-			cmd.usage(stdout)
-		}
+	if err := cmd.parseOrHelp(args, getenv, stdout); err != nil {
 		return err
 	}
 	cfg.Version = version
@@ -491,10 +488,7 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cmd.str(&cfg.StateDir, "state-dir", "directory of the aggregator's state (resume points and loss reports; may be lost without duplicates)")
 	co.register(cmd)
 
-	if err := cmd.parse(args, getenv); err != nil {
-		if errors.Is(err, errHelp) {
-			cmd.usage(stdout)
-		}
+	if err := cmd.parseOrHelp(args, getenv, stdout); err != nil {
 		return err
 	}
 	cfg.MaxChunkBytes, cfg.MaxRawBytes = maxChunk, maxRaw
