@@ -102,10 +102,10 @@ type group struct {
 type partWrite struct {
 	key     sourceKey
 	dest    string
-	records []txn.Record
-	owner   []int   // index of the chunk each record comes from
-	offsets []int64 // source offset of each record
-	nextHub int64   // hub offset after the last record, once produced
+	src     []*wire.Record // the source records, in order
+	records []txn.Record   // src as the hub gets them, built by write
+	owner   []int          // index of the chunk each record comes from
+	offsets []int64        // source offset of each record
 }
 
 // apply writes the records of the given chunks that the hub does not have
@@ -203,7 +203,7 @@ func (w *edgeWriter) attempt(ctx context.Context, chunks []*wire.Chunk, refused 
 					index[g.key] = pw
 					writes = append(writes, pw)
 				}
-				pw.records = append(pw.records, hubRecord(w.edge, r))
+				pw.src = append(pw.src, r)
 				pw.owner = append(pw.owner, ci)
 				pw.offsets = append(pw.offsets, r.Offset)
 				wm = r.Offset
@@ -213,10 +213,7 @@ func (w *edgeWriter) attempt(ctx context.Context, chunks []*wire.Chunk, refused 
 		}
 	}
 	if len(writes) > 0 {
-		if err := w.write(ctx, writes); err != nil {
-			return nil, err
-		}
-		if err := w.storeWatermarks(ctx, writes, marks); err != nil {
+		if err := w.write(ctx, writes, marks); err != nil {
 			return nil, err
 		}
 		start := time.Now()
@@ -351,23 +348,41 @@ type batchError struct {
 func (e *batchError) Error() string { return e.err.Error() }
 func (e *batchError) Unwrap() error { return e.err }
 
-// write adds every partition to the transaction and produces the records,
-// partitions in parallel, each in batches of at most HubBatchBytes.
-func (w *edgeWriter) write(ctx context.Context, writes []*partWrite) error {
+// write writes the planned records in the current transaction and stores
+// the watermarks they leave (marks) with it. The transaction's control
+// requests run beside the records' preparation and produces: the
+// partitions are added while the records are encoded, and the watermarks
+// are committed while they are produced. Partitions are written in
+// parallel, each in batches of at most HubBatchBytes.
+func (w *edgeWriter) write(ctx context.Context, writes []*partWrite, marks map[sourceKey]int64) error {
 	byTopic := make(map[string][]int32)
 	for _, pw := range writes {
 		byTopic[pw.dest] = append(byTopic[pw.dest], pw.key.partition)
 	}
-	for topic, parts := range byTopic {
-		if err := w.prod.Add(ctx, topic, parts...); err != nil {
-			return err
-		}
-	}
+	added := make(chan struct{})
 	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(w.h.cfg.ParallelPartitions)
+	eg.SetLimit(w.h.cfg.ParallelPartitions + 1)
+	eg.Go(func() error {
+		for topic, parts := range byTopic {
+			if err := w.prod.Add(ectx, topic, parts...); err != nil {
+				return err
+			}
+		}
+		close(added)
+		return w.storeWatermarks(ectx, writes, marks)
+	})
 	for _, pw := range writes {
 		single := w.singles[pw.key]
 		eg.Go(func() error {
+			pw.records = make([]txn.Record, len(pw.src))
+			for i, r := range pw.src {
+				pw.records[i] = hubRecord(w.edge, r)
+			}
+			select {
+			case <-added:
+			case <-ectx.Done():
+				return ectx.Err() // the control requests failed: theirs is the error
+			}
 			for from := 0; from < len(pw.records); {
 				n, size := 0, 0
 				for from+n < len(pw.records) && !(single && n == 1) {
@@ -379,7 +394,7 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite) error {
 					n++
 				}
 				start := time.Now()
-				base, err := w.prod.Produce(ectx, pw.dest, pw.key.partition, pw.records[from:from+n])
+				_, err := w.prod.Produce(ectx, pw.dest, pw.key.partition, pw.records[from:from+n])
 				w.h.m.produceDuration.Observe(time.Since(start).Seconds())
 				if err != nil {
 					var te *txn.Error
@@ -389,7 +404,6 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite) error {
 					}
 					return err
 				}
-				pw.nextHub = base + int64(n)
 				from += n
 			}
 			return nil

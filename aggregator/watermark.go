@@ -78,8 +78,9 @@ type storedWatermark struct {
 
 // storeWatermarks commits, inside the transaction, one offset per written
 // hub partition for the edge's consumer group (named like its transactional
-// id): the hub offset after the last record, with the source watermark as
-// its metadata.
+// id): the source offset after the watermark (where the edge's partition
+// resumes), with the source partition and the watermark as its metadata.
+// It needs nothing from the produces, so it runs while they do.
 func (w *edgeWriter) storeWatermarks(ctx context.Context, writes []*partWrite, marks map[sourceKey]int64) error {
 	offsets := make(map[string][]kafka.TxnOffsetCommit)
 	for _, pw := range writes {
@@ -88,7 +89,7 @@ func (w *edgeWriter) storeWatermarks(ctx context.Context, writes []*partWrite, m
 			return err
 		}
 		offsets[pw.dest] = append(offsets[pw.dest], kafka.TxnOffsetCommit{Partition: int(pw.key.partition),
-			Offset: pw.nextHub, Metadata: string(md)})
+			Offset: marks[pw.key] + 1, Metadata: string(md)})
 	}
 	return w.prod.CommitOffsets(ctx, w.prod.TransactionalID(), offsets)
 }

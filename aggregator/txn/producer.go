@@ -73,17 +73,40 @@ func (p *Producer) Session() (id int64, epoch int16, claimed bool) {
 	return p.pid, p.epoch, p.claimed
 }
 
+// maxConcurrentWait caps the wait before retrying CONCURRENT_TRANSACTIONS.
+// The coordinator answers it while the previous transaction's markers are
+// being written, which takes milliseconds on a quiet hub and up to a few
+// hundred on a loaded one; polling at most this far apart keeps the next
+// transaction from starting much later than it could.
+const maxConcurrentWait = 5 * time.Millisecond
+
+// retryBackOff is the exponential backoff of retry, its waits capped at
+// maxConcurrentWait while the last answer was CONCURRENT_TRANSACTIONS.
+type retryBackOff struct {
+	*backoff.ExponentialBackOff
+	concurrent bool
+}
+
+func (b *retryBackOff) NextBackOff() time.Duration {
+	d := b.ExponentialBackOff.NextBackOff()
+	if b.concurrent && d != backoff.Stop && d > maxConcurrentWait {
+		return maxConcurrentWait
+	}
+	return d
+}
+
 // retry calls fn until it succeeds, returns a non-retriable error, or
 // RetryFor (or ctx) runs out.
 func (p *Producer) retry(ctx context.Context, fn func() error) error {
 	// Short first waits: the most common retry is CONCURRENT_TRANSACTIONS
 	// on the first call of a transaction while the previous commit's
-	// markers are still being written, which takes a few milliseconds.
-	b := backoff.NewExponentialBackOff()
+	// markers are still being written.
+	b := &retryBackOff{ExponentialBackOff: backoff.NewExponentialBackOff()}
 	b.InitialInterval = 2 * time.Millisecond
 	b.RandomizationFactor = 0.2
 	b.MaxInterval = time.Second
 	b.MaxElapsedTime = p.cfg.RetryFor
+	b.Reset()
 	var last error
 	err := backoff.Retry(func() error {
 		err := fn()
@@ -91,6 +114,7 @@ func (p *Producer) retry(ctx context.Context, fn func() error) error {
 			return nil
 		}
 		last = err
+		b.concurrent = errors.Is(err, kafka.ConcurrentTransactions)
 		if !retriable(err) {
 			return backoff.Permanent(err)
 		}
@@ -292,11 +316,10 @@ func (p *Producer) Commit(ctx context.Context) error {
 	return nil
 }
 
-// CommitOffsets commits offsets of a consumer group as part of the current
-// transaction (AddOffsetsToTxn, then TxnOffsetCommit): they become the
-// group's committed offsets exactly when the transaction commits, and never
-// if it aborts. The group needs no members (generation -1).
-func (p *Producer) CommitOffsets(ctx context.Context, group string, offsets map[string][]kafka.TxnOffsetCommit) error {
+// AddGroup enters a consumer group's offsets into the current transaction
+// (AddOffsetsToTxn); a group already in it is skipped. CommitOffsets does it
+// itself; calling it earlier takes the round trip off CommitOffsets' path.
+func (p *Producer) AddGroup(ctx context.Context, group string) error {
 	pid, epoch, err := p.session()
 	if err != nil {
 		return err
@@ -304,24 +327,41 @@ func (p *Producer) CommitOffsets(ctx context.Context, group string, offsets map[
 	p.mu.Lock()
 	in := p.groups[group]
 	p.mu.Unlock()
-	if !in {
-		err = p.retry(ctx, func() error {
-			res, err := p.cfg.Client.AddOffsetsToTxn(ctx, &kafka.AddOffsetsToTxnRequest{
-				TransactionalID: p.cfg.TransactionalID, ProducerID: int(pid), ProducerEpoch: int(epoch), GroupID: group,
-			})
-			if err == nil && res.Error != nil {
-				err = res.Error
-			}
-			return err
+	if in {
+		return nil
+	}
+	err = p.retry(ctx, func() error {
+		res, err := p.cfg.Client.AddOffsetsToTxn(ctx, &kafka.AddOffsetsToTxnRequest{
+			TransactionalID: p.cfg.TransactionalID, ProducerID: int(pid), ProducerEpoch: int(epoch), GroupID: group,
 		})
-		if err != nil {
-			p.unclaim()
-			return classify("add offsets", "", -1, err)
+		if err == nil && res.Error != nil {
+			err = res.Error
 		}
-		p.mu.Lock()
-		p.groups[group] = true
-		p.dirty = true
-		p.mu.Unlock()
+		return err
+	})
+	if err != nil {
+		p.unclaim()
+		return classify("add offsets", "", -1, err)
+	}
+	p.mu.Lock()
+	p.groups[group] = true
+	p.dirty = true
+	p.mu.Unlock()
+	return nil
+}
+
+// CommitOffsets commits offsets of a consumer group as part of the current
+// transaction (AddOffsetsToTxn unless AddGroup did it, then
+// TxnOffsetCommit): they become the group's committed offsets exactly when
+// the transaction commits, and never if it aborts. The group needs no
+// members (generation -1). It may run concurrently with Produce.
+func (p *Producer) CommitOffsets(ctx context.Context, group string, offsets map[string][]kafka.TxnOffsetCommit) error {
+	if err := p.AddGroup(ctx, group); err != nil {
+		return err
+	}
+	pid, epoch, err := p.session()
+	if err != nil {
+		return err
 	}
 	err = p.retry(ctx, func() error {
 		res, err := p.cfg.Client.TxnOffsetCommit(ctx, &kafka.TxnOffsetCommitRequest{
