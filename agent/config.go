@@ -28,8 +28,12 @@ const (
 	DefaultBatchBytes = 1 << 20
 	// DefaultLinger is the longest a partial chunk waits before it is cut.
 	DefaultLinger = time.Second
-	// DefaultInflight is how many chunks may be on the wire at once.
-	DefaultInflight = 4
+	// DefaultInflight is how many chunks may be on the wire at once. The
+	// aggregator answers a chunk only when the hub transaction it rode in
+	// committed, and commits the chunks it has in one transaction (group
+	// commit), so more chunks in flight mean fewer, larger transactions and
+	// a link that stays busy across a round trip.
+	DefaultInflight = 8
 	// DefaultMetadataInterval is how often topics and partitions are
 	// re-listed; new ones are picked up within this interval.
 	DefaultMetadataInterval = 10 * time.Second

@@ -43,6 +43,9 @@ const (
 	// DefaultMaxGroupChunks bounds how many ready chunks of one edge share
 	// one hub transaction.
 	DefaultMaxGroupChunks = 16
+	// DefaultGroupLinger is how long a busy edge's next transaction waits
+	// for more of its chunks before it starts.
+	DefaultGroupLinger = 10 * time.Millisecond
 	// DefaultShutdownTimeout bounds the graceful shutdown.
 	DefaultShutdownTimeout = 30 * time.Second
 	// DefaultHubTimeout bounds one request to the hub.
@@ -119,6 +122,7 @@ type Config struct {
 	TransactionalIDPrefix string
 	TransactionTimeout    time.Duration
 	MaxGroupChunks        int
+	GroupLinger           time.Duration
 	ShutdownTimeout       time.Duration
 	HubTimeout            time.Duration
 	ParallelPartitions    int
@@ -189,6 +193,7 @@ func DefaultConfig() Config {
 		TransactionalIDPrefix: DefaultTransactionalIDPrefix,
 		TransactionTimeout:    DefaultTransactionTimeout,
 		MaxGroupChunks:        DefaultMaxGroupChunks,
+		GroupLinger:           DefaultGroupLinger,
 		ShutdownTimeout:       DefaultShutdownTimeout,
 		HubTimeout:            DefaultHubTimeout,
 		ParallelPartitions:    DefaultParallelPartitions,
@@ -269,6 +274,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxGroupChunks < 1 || c.MaxGroupChunks > 1024 {
 		return bad("--max-group-chunks", c.MaxGroupChunks, "must be between 1 and 1024")
+	}
+	if c.GroupLinger < 0 || c.GroupLinger > time.Second {
+		return bad("--group-linger", c.GroupLinger, "must be between 0 and 1s")
 	}
 	if c.ShutdownTimeout <= 0 {
 		return bad("--shutdown-timeout", c.ShutdownTimeout, "must be positive")

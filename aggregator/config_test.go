@@ -37,6 +37,8 @@ func TestConfigValidate(t *testing.T) {
 		{"transaction timeout above the hub's maximum", func(c *Config) { c.TransactionTimeout = 16 * time.Minute }, "--transaction-timeout"},
 		{"transaction timeout not above hub timeout", func(c *Config) { c.TransactionTimeout = c.HubTimeout }, "--transaction-timeout"},
 		{"zero group chunks", func(c *Config) { c.MaxGroupChunks = 0 }, "--max-group-chunks"},
+		{"negative group linger", func(c *Config) { c.GroupLinger = -time.Millisecond }, "--group-linger"},
+		{"group linger above 1s", func(c *Config) { c.GroupLinger = 2 * time.Second }, "--group-linger"},
 		{"empty transactional id prefix", func(c *Config) { c.TransactionalIDPrefix = "" }, ""},
 		{"zero shutdown timeout", func(c *Config) { c.ShutdownTimeout = 0 }, "--shutdown-timeout"},
 		{"hub timeout below 1s", func(c *Config) { c.HubTimeout = 999 * time.Millisecond }, "--hub-timeout"},

@@ -19,6 +19,7 @@ type metrics struct {
 	transactions    prometheus.Counter
 	txnRecords      prometheus.Histogram
 	txnChunks       prometheus.Histogram
+	groupLinger     prometheus.Histogram
 	commitDuration  prometheus.Histogram
 	produceDuration prometheus.Histogram
 	applyDuration   prometheus.Histogram
@@ -65,6 +66,9 @@ func newMetrics() *metrics {
 		txnChunks: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "aggregator",
 			Name: "hub_transaction_chunks", Help: "Chunks applied per hub transaction (group commit).",
 			Buckets: []float64{1, 2, 3, 4, 6, 8, 12, 16, 32}}),
+		groupLinger: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "aggregator",
+			Name: "group_linger_seconds", Help: "Time a busy edge's hub transaction waited for more of its chunks before it started (--group-linger).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12)}),
 		commitDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Subsystem: "aggregator",
 			Name: "hub_commit_duration_seconds", Help: "Duration of committing one hub transaction (EndTxn).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
@@ -103,7 +107,7 @@ func newMetrics() *metrics {
 			Name: "source_incarnation_conflicts_total", Help: "Watermark checks where the edge partition ends at or below what the hub holds (new incarnation of the source), by edge."}, []string{"edge"}),
 	}
 	m.collectors = promutil.Set{m.chunks, m.written, m.duplicates, m.produceErrors, m.produceDuration,
-		m.claims, m.fenced, m.transactions, m.txnRecords, m.txnChunks, m.commitDuration,
+		m.claims, m.fenced, m.transactions, m.txnRecords, m.txnChunks, m.groupLinger, m.commitDuration,
 		m.applyDuration, m.derivations, m.lost, m.receivedBytes, m.edges, m.topicConfigChanges, m.topicConfigRefused,
 		m.heartbeats, m.fleetReadErrors, m.fleetWriteErrors, m.fleetWriteDuration,
 		m.staleEpoch, m.seqReused, m.incarnations}

@@ -41,8 +41,9 @@ type edgeState struct {
 	// the current epoch (see sequence.go).
 	applied appliedRing
 	pending map[uint64]*pendingChunk
-	running bool        // a runner is applying this edge's chunks
-	writer  *edgeWriter // used by the runner only
+	arrived chan struct{} // a chunk was added to pending (capacity 1, never blocks)
+	running bool          // a runner is applying this edge's chunks
+	writer  *edgeWriter   // used by the runner only
 }
 
 // pendingChunk is a chunk waiting for its turn or being applied. Once
@@ -162,7 +163,7 @@ func (s *server) edge(name string) (*edgeState, error) {
 		return nil, err
 	}
 	es := &edgeState{name: name, epoch: rec.Epoch, next: rec.NextSeq, retired: make(map[uint64]bool),
-		pending: make(map[uint64]*pendingChunk), writer: w}
+		pending: make(map[uint64]*pendingChunk), arrived: make(chan struct{}, 1), writer: w}
 	for _, e := range rec.Retired {
 		es.retire(e)
 	}
@@ -308,6 +309,10 @@ func (s *server) sequence(ctx context.Context, es *edgeState, epoch, floor uint6
 	}
 	pc := &pendingChunk{c: c, sum: sum, epoch: epoch, done: make(chan struct{})}
 	es.pending[c.Seq] = pc
+	select {
+	case es.arrived <- struct{}{}:
+	default:
+	}
 	if !es.running {
 		es.running = true
 		s.runners.Add(1)
@@ -364,6 +369,15 @@ func (s *server) dropPending(es *edgeState, pc *pendingChunk) {
 // re-sends of chunks applied before (seq below next) and the run of
 // consecutive chunks from next on, at most MaxGroupChunks. es.mu is held.
 func (s *server) ready(es *edgeState) []*pendingChunk {
+	out := s.readySet(es)
+	for _, pc := range out {
+		pc.taken = true
+	}
+	return out
+}
+
+// readySet is what ready would take, without taking it. es.mu is held.
+func (s *server) readySet(es *edgeState) []*pendingChunk {
 	var out []*pendingChunk
 	for seq, pc := range es.pending {
 		if es.next != 0 && seq < es.next && !pc.taken {
@@ -383,17 +397,51 @@ func (s *server) ready(es *edgeState) []*pendingChunk {
 	if len(out) > s.cfg.MaxGroupChunks {
 		out = out[:s.cfg.MaxGroupChunks]
 	}
-	for _, pc := range out {
-		pc.taken = true
-	}
 	return out
+}
+
+// linger waits, up to --group-linger, until a full group of the edge's
+// chunks is ready, so that a busy edge writes fewer, larger transactions:
+// each costs the hub a fixed amount of work (coordinator requests, markers)
+// and waits for the previous one's markers. It returns at once when
+// nothing is ready, and the runner calls it only right after a transaction,
+// so an edge that was idle never waits.
+func (s *server) linger(es *edgeState) {
+	if s.cfg.GroupLinger <= 0 {
+		return
+	}
+	start := time.Now()
+	t := time.NewTimer(s.cfg.GroupLinger)
+	defer t.Stop()
+	for waited := false; ; waited = true {
+		es.mu.Lock()
+		n := len(s.readySet(es))
+		es.mu.Unlock()
+		if n == 0 || n >= s.cfg.MaxGroupChunks {
+			if waited {
+				s.m.groupLinger.Observe(time.Since(start).Seconds())
+			}
+			return
+		}
+		select {
+		case <-es.arrived:
+		case <-t.C:
+			s.m.groupLinger.Observe(time.Since(start).Seconds())
+			return
+		case <-s.stopping:
+			return
+		}
+	}
 }
 
 // run applies the edge's ready chunks, a group per hub transaction, until
 // none is ready.
 func (s *server) run(es *edgeState) {
 	defer s.runners.Done()
-	for {
+	for after := false; ; after = true {
+		if after {
+			s.linger(es)
+		}
 		es.mu.Lock()
 		group := s.ready(es)
 		if len(group) == 0 {

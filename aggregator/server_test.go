@@ -11,10 +11,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
@@ -654,4 +658,111 @@ func waitInSequence(t testing.TB, n int) {
 		}
 		return nil
 	})
+}
+
+// histogram returns the count and sum of a histogram.
+func histogram(t testing.TB, h prometheus.Histogram) (uint64, float64) {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.Histogram.GetSampleCount(), m.Histogram.GetSampleSum()
+}
+
+// TestGroupLingerGathersChunks: right after a transaction of an edge with
+// chunks waiting, the next one waits for a full group (--group-linger);
+// a chunk of an idle edge never waits.
+func TestGroupLingerGathersChunks(t *testing.T) {
+	hub := newHubCluster(t)
+	s := newTestServer(t, hub, "", func(c *Config) { c.MaxGroupChunks = 4 })
+	// Longer than any test could take, so that only a full group (or its
+	// absence) decides when the lingering transaction starts.
+	s.cfg.GroupLinger = time.Hour
+	f := newFrameBuilder(t)
+	topics := []wire.Topic{{Name: "sensors", Partitions: 1}}
+	frames := make([][]byte, 7)
+	for seq := uint64(1); seq < uint64(len(frames)); seq++ {
+		frames[seq] = f.frame(chunkOf(seq, topics, sensorRecords("sensors", 0, int64(seq-1)*10, 10)))
+	}
+
+	held := make(chan struct{})
+	release := make(chan struct{})
+	var once atomic.Bool
+	hub.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if once.CompareAndSwap(false, true) {
+			close(held)
+			hub.SleepControl(func() { <-release })
+		}
+		hub.DropControl()
+		return nil, nil, false
+	})
+	answers := make([]answer, 7)
+	var wg sync.WaitGroup
+	send := func(seq uint64) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if answers[seq], err = s.trySend("e1", 1, 1, frames[seq]); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	pending := func(n int) func() error {
+		return func() error {
+			es, err := s.edge("e1")
+			if err != nil {
+				return err
+			}
+			es.mu.Lock()
+			defer es.mu.Unlock()
+			if len(es.pending) != n {
+				return fmt.Errorf("%d chunks pending, want %d", len(es.pending), n)
+			}
+			return nil
+		}
+	}
+	send(1)
+	select {
+	case <-held:
+	case <-time.After(20 * time.Second):
+		t.Fatal("chunk 1's transaction never committed")
+	}
+	send(2)
+	send(3)
+	testkit.Eventually(t, 20*time.Second, "chunks 2 and 3 wait behind chunk 1", pending(3))
+	close(release)
+	// Chunk 1 is answered; 2 and 3 wait for a full group.
+	testkit.Eventually(t, 20*time.Second, "chunk 1 answered, 2 and 3 lingering", pending(2))
+	if n, _ := histogram(t, s.m.txnChunks); n != 1 {
+		t.Fatalf("%d transactions before the group was full, want 1", n)
+	}
+	send(4)
+	send(5)
+	wg.Wait()
+	for seq := 1; seq <= 5; seq++ {
+		if a := answers[seq]; a.status != http.StatusOK || a.ok.Written != 10 {
+			t.Errorf("chunk %d: %v, want 200 with 10 written", seq, a)
+		}
+	}
+	if n, sum := histogram(t, s.m.txnChunks); n != 2 || sum != 5 {
+		t.Errorf("%d transactions of %v chunks, want 2 of 5 (1, then 2..5 together)", n, sum)
+	}
+	if n, _ := histogram(t, s.m.groupLinger); n != 1 {
+		t.Errorf("%d lingers, want 1", n)
+	}
+
+	// The edge is idle now: its next chunk is written at once.
+	send(6)
+	wg.Wait()
+	if a := answers[6]; a.status != http.StatusOK || a.ok.Written != 10 {
+		t.Errorf("chunk 6: %v, want 200 with 10 written", a)
+	}
+	if n, _ := histogram(t, s.m.groupLinger); n != 1 {
+		t.Errorf("%d lingers after an idle edge's chunk, want still 1", n)
+	}
+	if got := sourceOffsets(t, readHub(t, hub, "e1.sensors")[0]); fmt.Sprint(got) != fmt.Sprint(seqOffsets(0, 60)) {
+		t.Errorf("hub holds %v, want 0..59 once each, in order", got)
+	}
 }

@@ -462,6 +462,7 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cmd.str(&cfg.TransactionalIDPrefix, "transactional-id-prefix", "prefix of the per-edge transactional id of hub writes (the id is prefix + edge id); every aggregator of one fleet must use the same")
 	cmd.duration(&cfg.TransactionTimeout, "transaction-timeout", "hub transaction timeout: how long the hub keeps a vanished aggregator's transaction open before aborting it (at most the hub's transaction.max.timeout.ms)")
 	cmd.intv(&cfg.MaxGroupChunks, "max-group-chunks", "most chunks of one edge committed in one hub transaction (group commit)")
+	cmd.duration(&cfg.GroupLinger, "group-linger", "how long a busy edge's next hub transaction waits for more of its chunks (fewer, larger transactions); an edge that was idle never waits; 0 never waits")
 	cmd.intv(&cfg.ParallelPartitions, "parallel-partitions", "partitions of one chunk produced at once")
 	cmd.section("Consumer group checkpoints")
 	cmd.str(&cfg.CheckpointTopic, "checkpoint-topic", "compacted hub topic that keeps the latest translated checkpoint per edge, group and partition")

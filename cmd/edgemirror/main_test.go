@@ -126,7 +126,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 			"agent": {"--edge-id", "--brokers", "--topics", "--exclude-topics", "--buffer-dir", "--buffer-max-bytes",
 				"--buffer-full", "--aggregator", "--batch-bytes", "--linger", "--bandwidth", "--compression",
 				"--compression-level", "--inflight", "--metrics-addr", "--log-level", "--log-format", "--heartbeat-interval",
-				"(default 1GiB; env EDGEMIRROR_BUFFER_MAX_BYTES)", "(default 1MiB", "(default 1s", "(default zstd", "(default 4;",
+				"(default 1GiB; env EDGEMIRROR_BUFFER_MAX_BYTES)", "(default 1MiB", "(default 1s", "(default zstd", "(default 8;",
 				"--sync-groups", "--checkpoint-interval", "(default 30s; env EDGEMIRROR_CHECKPOINT_INTERVAL)"},
 			"aggregator": {"--listen", "--brokers", "--state-dir", "--topic-template", "--hub-replication-factor",
 				"--max-chunk-bytes", "--metrics-addr", "--log-level", "--log-format", "(default :8080", "(default {edge}.{topic}",
