@@ -28,6 +28,10 @@ const (
 	errCodeOffsetOutOfRange = 1
 )
 
+// initRetry is the first wait before finding a partition's start offset
+// again after a failure; it doubles up to the metadata interval.
+const initRetry = 200 * time.Millisecond
+
 // partition is the reader's view of one edge partition.
 type partition struct {
 	key    buffer.PartitionKey
@@ -35,6 +39,10 @@ type partition struct {
 	leader int
 	// retryAt delays the next fetch of this partition after an error.
 	retryAt time.Time
+	// initFailures counts failed attempts to find the start offset in a
+	// row: they are retried soon at first (the aggregator is often only
+	// creating the hub topic), then at most every metadata interval.
+	initFailures int
 	// stuckLogged avoids repeating the same error line every fetch.
 	stuckLogged bool
 }
@@ -271,13 +279,17 @@ func (r *reader) fetch(ctx context.Context, maxWait time.Duration, b *batch) err
 		}
 		if p.next < 0 {
 			if err := r.initPartition(ctx, p); err != nil {
+				wait := r.cfg.MetadataInterval
 				if !errors.Is(err, errIncarnationHeld) { // logged once where decided
+					wait = min(initRetry<<min(p.initFailures, 16), wait)
+					p.initFailures++
 					r.log.Warn("cannot find start offset; will retry", slog.String("topic", p.key.Topic),
-						slog.Int("partition", int(p.key.Partition)), slog.Any("error", err))
+						slog.Int("partition", int(p.key.Partition)), slog.Duration("retry_in", wait), slog.Any("error", err))
 				}
-				p.retryAt = now.Add(r.cfg.MetadataInterval)
+				p.retryAt = now.Add(wait)
 				continue
 			}
+			p.initFailures = 0
 		}
 		byLeader[p.leader] = append(byLeader[p.leader], p)
 	}

@@ -3,9 +3,11 @@ package agent
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -642,5 +644,33 @@ func TestReaderFarFutureTimestampRefused(t *testing.T) {
 	}
 	if got := metricValue(t, rd.m.lost.WithLabelValues(wire.LossReasonTimestamp)); got != 2 {
 		t.Errorf("lost{%s} = %v, want 2", wire.LossReasonTimestamp, got)
+	}
+}
+
+// TestReaderRetriesStartOffsetSoon: the aggregator cannot answer the
+// start-offset check at first (it is still creating the hub topic); the
+// partition is tried again within a second, not only at the next metadata
+// round.
+func TestReaderRetriesStartOffsetSoon(t *testing.T) {
+	c := newCluster(t)
+	plain := newProducer(t, c)
+	createTopic(t, plain, "t", 1)
+	for i := 0; i < 3; i++ {
+		produce(t, plain, &kgo.Record{Topic: "t", Value: []byte("v")})
+	}
+	k := buffer.PartitionKey{Topic: "t", Partition: 0}
+	rd := newTestReader(t, c, func(c *Config) { c.MetadataInterval = time.Hour }, nil)
+	var calls atomic.Int32
+	rd.checkStart = func(_ context.Context, _ buffer.PartitionKey, first, _ int64) (int64, error) {
+		if calls.Add(1) <= 2 {
+			return 0, errors.New("aggregator cannot read the hub now (503)")
+		}
+		return first, nil
+	}
+	if b := fetchUntil(t, rd, map[buffer.PartitionKey]int64{k: 3}); len(b.records) != 3 {
+		t.Errorf("read %d records, want 3", len(b.records))
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("start offset checked %d times, want 3", n)
 	}
 }
