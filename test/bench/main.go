@@ -389,5 +389,8 @@ func setup(ctx context.Context, bin, workDir string, logf func(string, ...any)) 
 		return nil, cleanup, err
 	}
 	e.edgeAddr, e.hubAddr = e.edge.Addr(), e.hub.Addr()
+	if err := prepareHub(sctx, e.hubAddr); err != nil {
+		return nil, cleanup, err
+	}
 	return e, cleanup, nil
 }
