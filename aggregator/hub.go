@@ -351,7 +351,7 @@ func (e *batchError) Unwrap() error { return e.err }
 // write writes the planned records in the current transaction and stores
 // the watermarks they leave (marks) with it. The transaction's control
 // requests run beside the records' preparation and produces: the
-// partitions are added while the records are encoded, and the watermarks
+// partitions are added while the records are prepared, and the watermarks
 // are committed while they are produced. Partitions are written in
 // parallel, each in batches of at most HubBatchBytes.
 func (w *edgeWriter) write(ctx context.Context, writes []*partWrite, marks map[sourceKey]int64) error {

@@ -16,6 +16,9 @@
 //     produce whose outcome is unclear (a timeout, a lost connection, a
 //     leader change) is sent again with the identical bytes: the partition
 //     leader recognises the sequence number and appends it at most once.
+//   - CommitOffsets (AddOffsetsToTxn, unless AddGroup did it, then
+//     TxnOffsetCommit) commits a consumer group's offsets in the current
+//     transaction: they take effect exactly when it commits.
 //   - Commit (EndTxn) makes everything produced since the last Commit
 //     visible to read_committed readers, atomically. A Commit that returns
 //     nil has committed.
@@ -31,8 +34,8 @@
 // else: retry after a new Claim).
 //
 // A Producer is safe for concurrent use by Produce calls on different
-// partitions; Claim, Add and Commit must not run concurrently with anything
-// else.
+// partitions and CommitOffsets; Claim, Add and Commit must not run
+// concurrently with anything else.
 //
 // The batches are encoded here (record batch v2) rather than with kafka-go's
 // RecordSet, whose writer hard-codes producer id, epoch and sequence to -1.
