@@ -42,17 +42,7 @@ func TestZombieAggregatorFenced(t *testing.T) {
 		t.Fatalf("warm-up chunk on A: %v", r)
 	}
 
-	frozen := make(chan struct{})
-	release := make(chan struct{})
-	var held atomic.Bool
-	hub.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
-		if held.CompareAndSwap(false, true) {
-			close(frozen)
-			hub.SleepControl(func() { <-release })
-		}
-		hub.DropControl()
-		return nil, nil, false // the hub now handles the (late) commit itself
-	})
+	frozen, release := holdNextCommit(hub)
 	aDone := make(chan answer, 1)
 	go func() { aDone <- a.send(t, "e1", 1, 1, chunk1) }()
 	select {
@@ -287,4 +277,21 @@ func TestWatermarkSurvivesRemovedTail(t *testing.T) {
 	if got := fmt.Sprint(sourceOffsets(t, readHub(t, hub, "e1.sensors")[0])); got != fmt.Sprint(seqOffsets(10, 5)) {
 		t.Errorf("hub holds %s, want only 10..14 after the removed ones", got)
 	}
+}
+
+// holdNextCommit holds the hub's answer to the next EndTxn until release is
+// closed; held is closed when that EndTxn arrives. The hub then handles the
+// (late) commit itself, and every later EndTxn normally.
+func holdNextCommit(hub *kfake.Cluster) (held, release chan struct{}) {
+	held, release = make(chan struct{}), make(chan struct{})
+	var once atomic.Bool
+	hub.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if once.CompareAndSwap(false, true) {
+			close(held)
+			hub.SleepControl(func() { <-release })
+		}
+		hub.DropControl()
+		return nil, nil, false
+	})
+	return held, release
 }

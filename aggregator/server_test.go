@@ -11,14 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
@@ -686,17 +684,7 @@ func TestGroupLingerGathersChunks(t *testing.T) {
 		frames[seq] = f.frame(chunkOf(seq, topics, sensorRecords("sensors", 0, int64(seq-1)*10, 10)))
 	}
 
-	held := make(chan struct{})
-	release := make(chan struct{})
-	var once atomic.Bool
-	hub.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
-		if once.CompareAndSwap(false, true) {
-			close(held)
-			hub.SleepControl(func() { <-release })
-		}
-		hub.DropControl()
-		return nil, nil, false
-	})
+	held, release := holdNextCommit(hub)
 	answers := make([]answer, 7)
 	var wg sync.WaitGroup
 	send := func(seq uint64) {
