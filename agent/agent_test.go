@@ -397,7 +397,7 @@ func TestAgentRun(t *testing.T) {
 		t.Errorf("Run took %v to stop, want well under the 5s flush bound", took)
 	}
 	closeProd.Do(prod.Close)
-	goleak.VerifyNone(t, leakOpts)
+	goleak.VerifyNone(t, append(testkit.LeakOptions(), leakOpts)...)
 
 	// What the aggregator saw.
 	stub.mu.Lock()
@@ -530,7 +530,7 @@ func TestAgentRunStopsWithoutAggregator(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("Run took %v to stop", took)
 	}
-	goleak.VerifyNone(t, leakOpts)
+	goleak.VerifyNone(t, append(testkit.LeakOptions(), leakOpts)...)
 	// Metrics are unregistered, so a new Agent can register them again.
 	if mfs, _ := reg.Gather(); len(mfs) != 0 {
 		t.Errorf("%d metric families still registered after Run", len(mfs))

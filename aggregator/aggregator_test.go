@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/edgemirror/edgemirror/internal/testkit"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -106,7 +107,7 @@ func TestAggregatorRun(t *testing.T) {
 		t.Errorf("Run took %v to stop with nothing in flight", took)
 	}
 	r.client.Transport.(*http.Transport).CloseIdleConnections()
-	goleak.VerifyNone(t, leakOpts)
+	goleak.VerifyNone(t, append(testkit.LeakOptions(), leakOpts)...)
 	if mfs, _ := reg.Gather(); len(mfs) != 0 {
 		t.Errorf("%d metric families still registered after Run", len(mfs))
 	}

@@ -14,11 +14,16 @@ import (
 )
 
 // LeakOptions are the goroutines goleak may ignore: kfake and franz-go
-// clients stop theirs asynchronously after Close. Nothing of edgemirror's
-// own, its HTTP connections or kafka-go's pools is ignored.
+// clients stop theirs asynchronously after Close, and the fake broker
+// starts a goroutine for every read and write on each client connection
+// it serves (also for the test's own clients), so a check in the middle
+// of a test can meet a new one. Nothing of edgemirror's own, its HTTP
+// connections or kafka-go's pools is ignored.
 func LeakOptions() []goleak.Option {
 	return []goleak.Option{
 		goleak.IgnoreTopFunction("github.com/twmb/franz-go/pkg/kfake.(*Cluster).run"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).read.func1"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write.func1"),
 		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kgo.(*Client).updateMetadataLoop"),
 	}
 }
