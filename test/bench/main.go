@@ -128,6 +128,7 @@ func run(ctx context.Context) error {
 	)
 	agentFlags := flag.String("agent-flags", "", "extra agent flags for every edgemirror run, space-separated (experiments; the matrix uses the defaults)")
 	tlsOn := flag.Bool("tls", false, "run edgemirror with HTTPS between agent and aggregator and token authentication (an edges file), to compare with plain h2c")
+	warmHub := flag.Int("warm-hub-transactions", 0, "commit this many small transactions on the hub before the first row, so that rows meet a hub whose transactional paths are compiled, as a long-running hub's are (experiments; 0, the matrix's default, measures a freshly started hub)")
 	latencyFor := flag.Duration("latency-for", 0, "length of each latency run (0: the matrix's own, 15 s quick, 30 s full)")
 	flag.DurationVar(&outageCut, "outage-cut", outageCut, "how long the outage run keeps the link down (the issue asks for 60 s)")
 	flag.Parse()
@@ -223,6 +224,13 @@ func run(ctx context.Context) error {
 	}
 	logf("clusters ready in %s: edge %s (WAN listener %s advertised as %s), hub %s", time.Since(t0).Round(100*time.Millisecond),
 		e.edgeAddr, e.edgeWAN, e.mm2Proxy, e.hubAddr)
+	if *warmHub > 0 {
+		t1 := time.Now()
+		if err := warmHubTransactions(ctx, e.hubAddr, *warmHub); err != nil {
+			return fmt.Errorf("warm the hub: %w", err)
+		}
+		logf("hub warmed with %d transactions in %s", *warmHub, time.Since(t1).Round(100*time.Millisecond))
+	}
 
 	var failures []string
 	for _, r := range m.rows {
