@@ -16,7 +16,7 @@
 //     produce whose outcome is unclear (a timeout, a lost connection, a
 //     leader change) is sent again with the identical bytes: the partition
 //     leader recognises the sequence number and appends it at most once.
-//   - CommitOffsets (AddOffsetsToTxn, unless AddGroup did it, then
+//   - CommitOffsets (AddOffsetsToTxn the first time in a transaction, then
 //     TxnOffsetCommit) commits a consumer group's offsets in the current
 //     transaction: they take effect exactly when it commits.
 //   - Commit (EndTxn) makes everything produced since the last Commit

@@ -316,10 +316,9 @@ func (p *Producer) Commit(ctx context.Context) error {
 	return nil
 }
 
-// AddGroup enters a consumer group's offsets into the current transaction
-// (AddOffsetsToTxn); a group already in it is skipped. CommitOffsets does it
-// itself; calling it earlier takes the round trip off CommitOffsets' path.
-func (p *Producer) AddGroup(ctx context.Context, group string) error {
+// addGroup enters a consumer group's offsets into the current transaction
+// (AddOffsetsToTxn); a group already in it is skipped.
+func (p *Producer) addGroup(ctx context.Context, group string) error {
 	pid, epoch, err := p.session()
 	if err != nil {
 		return err
@@ -351,12 +350,12 @@ func (p *Producer) AddGroup(ctx context.Context, group string) error {
 }
 
 // CommitOffsets commits offsets of a consumer group as part of the current
-// transaction (AddOffsetsToTxn unless AddGroup did it, then
+// transaction (AddOffsetsToTxn the first time in a transaction, then
 // TxnOffsetCommit): they become the group's committed offsets exactly when
 // the transaction commits, and never if it aborts. The group needs no
 // members (generation -1). It may run concurrently with Produce.
 func (p *Producer) CommitOffsets(ctx context.Context, group string, offsets map[string][]kafka.TxnOffsetCommit) error {
-	if err := p.AddGroup(ctx, group); err != nil {
+	if err := p.addGroup(ctx, group); err != nil {
 		return err
 	}
 	pid, epoch, err := p.session()
