@@ -476,34 +476,3 @@ func prepareHub(ctx context.Context, brokers string) error {
 		}
 	}
 }
-
-// warmHubTransactions commits n small transactions of three records each
-// (one per partition of a warm-up topic) on the hub (--warm-hub-transactions).
-func warmHubTransactions(ctx context.Context, brokers string, n int) error {
-	const topic = "_bench.warmup"
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.TransactionalID("edgemirror-bench-warmup"),
-		kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 3, 1, nil, topic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return err
-	}
-	for i := range n {
-		if err := cl.BeginTransaction(); err != nil {
-			return err
-		}
-		for p := range int32(3) {
-			if err := cl.ProduceSync(ctx, &kgo.Record{Partition: p, Value: fmt.Appendf(nil, "warm-up %d", i)}).FirstErr(); err != nil {
-				return err
-			}
-		}
-		if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
-			return err
-		}
-	}
-	return nil
-}

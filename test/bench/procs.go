@@ -93,25 +93,31 @@ const clockTicks = 100
 // cpuSeconds reads utime+stime of pid, plus the times of its waited-for
 // children, from /proc/PID/stat.
 func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return statCPU("/proc/" + strconv.Itoa(pid) + "/stat")
+}
+
+// statCPU reads the CPU seconds (utime, stime, cutime, cstime) of a
+// /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat file.
+func statCPU(path string) (float64, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
 	// the command name (field 2) may hold spaces; fields after it are plain
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+		return 0, fmt.Errorf("parse %s", path)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); utime, stime, cutime, cstime are fields 14-17
 	if len(f) < 15 {
-		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
+		return 0, fmt.Errorf("parse %s: %d fields", path, len(f))
 	}
 	var ticks int64
 	for _, s := range f[11:15] {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
+			return 0, fmt.Errorf("parse %s: %w", path, err)
 		}
 		ticks += n
 	}

@@ -33,6 +33,9 @@ type info struct {
 	MM2Version   string  `json:"mirrormaker2_version"`
 	Edgemirror   string  `json:"edgemirror_version"`
 	MM2Props     string  `json:"mirrormaker2_properties"`
+	// WarmUp says what ran, unmeasured, before the measured rows ("" for
+	// nothing: the first row met freshly started brokers).
+	WarmUp string `json:"warm_up,omitempty"`
 	// Rerun lists rows measured again later (--merge) and when.
 	Rerun []string `json:"rerun,omitempty"`
 }
@@ -297,8 +300,13 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "Run %s, %s, %.0f s. Written by `go run ./test/bench --matrix %s`; numbers as measured, on a shared machine.\n\n",
 		in.Started, status, in.Seconds, in.Matrix)
 	fmt.Fprintf(&b, "- Machine: %s\n", r.machineLine())
-	fmt.Fprintf(&b, "- Kafka %s brokers (KRaft, one node each for edge and hub), MirrorMaker 2 (connect-mirror) %s, %s, %s; edgemirror %s\n\n",
+	fmt.Fprintf(&b, "- Kafka %s brokers (KRaft, one node each for edge and hub), MirrorMaker 2 (connect-mirror) %s, %s, %s; edgemirror %s\n",
 		in.KafkaVersion, in.MM2Version, in.JavaVersion, in.GoVersion, in.Edgemirror)
+	if in.WarmUp != "" {
+		fmt.Fprintf(&b, "- Warm-up before the measured rows, not reported: %s\n\n", in.WarmUp)
+	} else {
+		b.WriteString("- No warm-up pass: the first row ran on freshly started brokers\n\n")
+	}
 
 	b.WriteString("## Ratios: edgemirror / MirrorMaker 2\n\n")
 	b.WriteString("Throughput above 1 is better for edgemirror; every other column below 1 is. Peak RSS compares agent + aggregator with the MirrorMaker 2 JVM.\n\n")
