@@ -62,6 +62,7 @@ fuzz: ## run every fuzz target in the repository for FUZZTIME each (default 30s)
 
 bench: build ## full benchmark matrix: edgemirror vs MirrorMaker 2 over an emulated WAN
 	$(GO) test -run '^$$' -bench . -benchmem ./buffer ./internal/wire ./aggregator
+	$(GO) test -run '^$$' -bench ReadLoopBacklog -benchtime 5x ./agent
 	EDGEMIRROR_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/bench --bin $(BIN) --matrix full
 
 bench-quick: build ## small matrix (sensor, lan + wan, 200k records), under 5 minutes

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -174,7 +173,9 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // readLoop fetches from the edge and cuts chunks into the buffer until ctx
-// ends.
+// ends. It is the first of two stages: it fetches, filters and decodes, and
+// hands each cut batch to a chunk writer (chunkwriter.go), which encodes it
+// and commits it to the buffer while the next fetch is under way.
 func (a *Agent) readLoop(ctx context.Context, rd *reader, store *buffer.Store, enc *wire.Encoder) error {
 	maxWait := a.cfg.Linger / 2
 	if maxWait > 500*time.Millisecond {
@@ -183,28 +184,44 @@ func (a *Agent) readLoop(ctx context.Context, rd *reader, store *buffer.Store, e
 	if maxWait < 10*time.Millisecond {
 		maxWait = 10 * time.Millisecond
 	}
+	// The writer outlives ctx by up to shutdownFlushTimeout, to write what
+	// was read before the stop.
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	w := a.startChunkWriter(wctx, wcancel, store, enc)
+	defer w.abort()
+
 	b := newBatch()
 	var since time.Time // when the pending batch got its first content
 	flush := func(ctx context.Context) error {
-		if err := a.flush(ctx, rd, store, enc, b, true); err != nil {
+		if b.empty() {
+			return nil
+		}
+		j, err := w.handOff(ctx, rd, b, true)
+		if err != nil {
 			return err
 		}
-		b.reset()
 		since = time.Time{}
+		if len(j.lossNext) > 0 {
+			// A partition past a loss is fetched again only once the loss
+			// is stored.
+			if err := w.wait(ctx, j); err != nil {
+				return err
+			}
+			rd.skipLosses(j.lossNext)
+		}
 		return nil
 	}
 	// A fetch response can hold many chunks' worth of records (compressed
-	// edge batches): write full chunks as they fill, in the middle of the
-	// response.
+	// edge batches): hand full chunks over as they fill, in the middle of
+	// the response.
 	rd.full = func() error {
-		if err := a.flush(ctx, rd, store, enc, b, false); err != nil {
-			return err
-		}
-		clear(b.records)
-		b.records, b.rawSize = b.records[:0], 0
-		return nil
+		_, err := w.handOff(ctx, rd, b, false)
+		return err
 	}
 	for {
+		if err := w.failed(); err != nil {
+			return err
+		}
 		if err := rd.refreshIfDue(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("edge metadata refresh failed; will retry", slog.Any("error", err))
 		}
@@ -237,152 +254,12 @@ func (a *Agent) readLoop(ctx context.Context, rd *reader, store *buffer.Store, e
 	// Stopping: write what was read, briefly, so that it is not read twice.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownFlushTimeout)
 	defer cancel()
-	if err := flush(fctx); err != nil {
-		a.log.Info("last partial chunk not buffered; it will be read again after restart", slog.Any("error", err))
-	}
-	return nil
-}
-
-// flush writes the pending records as one or more chunks of at most
-// BatchBytes (uncompressed), each with the next offsets it advances. A final
-// flush then records the batch's losses and the offsets past them in one
-// transaction; a partial one (in the middle of a fetch response) advances
-// each partition only past its own records.
-func (a *Agent) flush(ctx context.Context, rd *reader, store *buffer.Store, enc *wire.Encoder, b *batch, final bool) error {
-	recs := b.records
-	for len(recs) > 0 {
-		n, size := 0, 0
-		for n < len(recs) && (n == 0 || size+wire.RecordSize(&recs[n]) <= a.cfg.BatchBytes) {
-			size += wire.RecordSize(&recs[n])
-			n++
-		}
-		part := recs[:n]
-		recs = recs[n:]
-		next := b.next
-		if len(recs) > 0 || !final {
-			// Not the last chunk of the batch: it advances each partition
-			// only past its own records.
-			next = make(map[buffer.PartitionKey]int64)
-			for i := range part {
-				next[buffer.PartitionKey{Topic: part[i].Topic, Partition: part[i].Partition}] = part[i].Offset + 1
-			}
-		}
-		if err := a.appendChunk(ctx, rd, store, enc, part, size, capAtLosses(next, b.losses)); err != nil {
-			return err
-		}
-	}
-	if final && (len(b.records) == 0 && len(b.next) > 0 || len(b.losses) > 0) {
-		next := make(map[buffer.PartitionKey]int64, len(b.next)+len(b.lossNext))
-		for k, v := range b.next {
-			next[k] = v
-		}
-		for k, v := range b.lossNext {
-			next[k] = v
-		}
-		if err := store.AdvanceOffsets(next, b.losses); err != nil {
-			return fmt.Errorf("store offsets: %w", err)
-		}
-		rd.skipLosses(b.lossNext)
-	}
-	return nil
-}
-
-// capAtLosses returns next with each partition held at the first offset of
-// its earliest loss in losses. Losses are persisted only by the final flush,
-// with the offsets past them; a chunk written before must not move a
-// partition past a loss, or a crash in between would lose it unreported. A
-// record after the loss that the chunk holds is read again after such a
-// crash, and the aggregator's deduplication drops the second copy.
-func capAtLosses(next map[buffer.PartitionKey]int64, losses []buffer.Loss) map[buffer.PartitionKey]int64 {
-	if len(losses) == 0 {
-		return next
-	}
-	out := make(map[buffer.PartitionKey]int64, len(next))
-	for k, v := range next {
-		out[k] = v
-	}
-	for _, l := range losses {
-		k := buffer.PartitionKey{Topic: l.Range.Topic, Partition: l.Range.Partition}
-		if v, ok := out[k]; ok && v > l.Range.First {
-			out[k] = l.Range.First
-		}
-	}
-	return out
-}
-
-func (a *Agent) appendChunk(ctx context.Context, rd *reader, store *buffer.Store, enc *wire.Encoder,
-	recs []wire.Record, rawSize int, next map[buffer.PartitionKey]int64) error {
-	ranges := make(map[buffer.PartitionKey]*buffer.Range)
-	used := make(map[string]bool)
-	for i := range recs {
-		r := &recs[i]
-		used[r.Topic] = true
-		k := buffer.PartitionKey{Topic: r.Topic, Partition: r.Partition}
-		if rg := ranges[k]; rg != nil {
-			rg.Last = r.Offset
-			rg.Records++
-		} else {
-			ranges[k] = &buffer.Range{Topic: r.Topic, Partition: r.Partition, First: r.Offset, Last: r.Offset, Records: 1}
-		}
-	}
-	var topics []wire.Topic
-	for _, t := range rd.topicList() {
-		if used[t.Name] {
-			topics = append(topics, t)
-		}
-	}
-	meta := buffer.ChunkMeta{Records: len(recs), RawBytes: rawSize}
-	for _, rg := range ranges {
-		meta.Ranges = append(meta.Ranges, *rg)
-	}
-	sort.Slice(meta.Ranges, func(i, j int) bool {
-		if meta.Ranges[i].Topic != meta.Ranges[j].Topic {
-			return meta.Ranges[i].Topic < meta.Ranges[j].Topic
-		}
-		return meta.Ranges[i].Partition < meta.Ranges[j].Partition
-	})
-	var frame []byte
-	var err error
-	for tries := 0; ; tries++ {
-		meta.Seq = store.NextSeq()
-		frame, err = enc.Encode(nil, &wire.Chunk{Seq: meta.Seq, Topics: topics, Records: recs})
-		if err != nil {
-			return fmt.Errorf("encode chunk %d: %w", meta.Seq, err)
-		}
-		a.h.appendSince.Store(time.Now().UnixNano())
-		err = store.Append(ctx, frame, meta, next)
-		a.h.appendSince.Store(0)
-		// The shipper moved the next seq past a rolled-back range while
-		// this chunk was encoded: encode it again under the new number.
-		if !errors.Is(err, buffer.ErrSeq) || tries == 3 {
-			break
-		}
-	}
+	err := flush(fctx)
 	if err == nil {
-		a.h.appended(meta.Seq, oldestTimestamp(recs, time.Now()))
+		err = w.finish(fctx)
 	}
 	if err != nil {
-		if !errors.Is(err, buffer.ErrTooLarge) {
-			return fmt.Errorf("buffer chunk %d: %w", meta.Seq, err)
-		}
-		// A chunk the buffer can never hold (records larger than the whole
-		// buffer): it can never be shipped. Record it as a loss, exactly,
-		// and move on rather than stop mirroring everything else.
-		losses := make([]buffer.Loss, len(meta.Ranges))
-		for i, rg := range meta.Ranges {
-			losses[i] = buffer.Loss{Range: rg, Reason: wire.LossReasonTooLarge, At: time.Now()}
-			a.log.Error("records too large for the buffer; they are lost", slog.String("topic", rg.Topic),
-				slog.Int("partition", int(rg.Partition)), slog.Int64("first_offset", rg.First),
-				slog.Int64("last_offset", rg.Last), slog.Int("frame_bytes", len(frame)))
-			a.m.lost.WithLabelValues(wire.LossReasonTooLarge).Add(float64(rg.Records))
-		}
-		if err := store.AdvanceOffsets(next, losses); err != nil {
-			return fmt.Errorf("record chunk %d as lost: %w", meta.Seq, err)
-		}
-		return nil
+		a.log.Info("last partial chunk not buffered; it will be read again after restart", slog.Any("error", err))
 	}
-	a.m.chunksBuilt.Inc()
-	a.m.rawBytes.Add(float64(rawSize))
-	a.m.frameBytes.Add(float64(len(frame)))
 	return nil
 }

@@ -760,17 +760,16 @@ func TestFlushHoldsPartitionAtPendingLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer enc.Close()
-	rd := &reader{topics: map[string]int32{"t": 1}, parts: map[buffer.PartitionKey]*partition{}}
+	topics := []wire.Topic{{Name: "t", Partitions: 1}}
 	k := buffer.PartitionKey{Topic: "t", Partition: 0}
-	b := newBatch()
+	var recs []wire.Record
 	for _, off := range []int64{0, 2} {
-		b.records = append(b.records, wire.Record{Topic: "t", Offset: off, Value: []byte("v")})
+		recs = append(recs, wire.Record{Topic: "t", Offset: off, Value: []byte("v")})
 	}
-	b.next[k] = 3
-	b.losses = append(b.losses, buffer.Loss{Range: buffer.Range{Topic: "t", First: 1, Last: 1, Records: 1},
-		Reason: wire.LossReasonProvenance, At: time.Now()})
+	loss := buffer.Loss{Range: buffer.Range{Topic: "t", First: 1, Last: 1, Records: 1},
+		Reason: wire.LossReasonProvenance, At: time.Now()}
 	ctx := context.Background()
-	if err := a.flush(ctx, rd, store, enc, b, false); err != nil {
+	if err := a.writeFlush(ctx, store, enc, &flushJob{records: recs, topics: topics, losses: []buffer.Loss{loss}}); err != nil {
 		t.Fatal(err)
 	}
 	offs, err := store.Offsets()
@@ -780,8 +779,9 @@ func TestFlushHoldsPartitionAtPendingLoss(t *testing.T) {
 	if offs[k] != 1 {
 		t.Fatalf("after a chunk cut before the loss is stored, t/0 resumes at %d, want 1 (the lost offset)", offs[k])
 	}
-	b.records = b.records[:0]
-	if err := a.flush(ctx, rd, store, enc, b, true); err != nil {
+	final := &flushJob{topics: topics, final: true, losses: []buffer.Loss{loss},
+		next: map[buffer.PartitionKey]int64{k: 3}, lossNext: map[buffer.PartitionKey]int64{}}
+	if err := a.writeFlush(ctx, store, enc, final); err != nil {
 		t.Fatal(err)
 	}
 	if offs, _ = store.Offsets(); offs[k] != 3 {

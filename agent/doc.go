@@ -7,9 +7,9 @@
 // goroutine it starts and returns when its context is cancelled (or on a fatal
 // error), after the reader has stopped and before the buffer is closed.
 //
-//	edge Kafka ──fetch──► reader ──chunk──► buffer (bbolt) ──lease──► shipper ══HTTP/2══► aggregator
-//	             (raw Fetch, read_committed,      one tx: chunk +           N workers, backoff,
-//	              client-side abort filter)       next offsets              token bucket on the conn
+//	edge Kafka ──fetch──► reader ──batch──► chunk writer ──chunk──► buffer (bbolt) ──lease──► shipper ══HTTP/2══► aggregator
+//	             (raw Fetch, read_committed,    (zstd; one at a      one tx: chunk +         N workers, backoff,
+//	              client-side abort filter)      time, in order)     next offsets            token bucket on the conn
 //
 // Partitions are assigned by the agent itself: every topic that matches
 // Config.Topics (and not Config.ExcludeTopics, and not starting with "_") is

@@ -24,7 +24,7 @@ import (
 
 // newTestReader builds a reader for the cluster as Agent.Run does, with its
 // own kafka-go Transport closed at the end of the test.
-func newTestReader(t *testing.T, c *kfake.Cluster, mutate func(*Config), stored map[buffer.PartitionKey]int64) *reader {
+func newTestReader(t testing.TB, c *kfake.Cluster, mutate func(*Config), stored map[buffer.PartitionKey]int64) *reader {
 	t.Helper()
 	cfg := validConfig()
 	cfg.Brokers = c.ListenAddrs()
