@@ -70,16 +70,6 @@ func (b *batch) empty() bool {
 	return len(b.records) == 0 && len(b.next) == 0 && len(b.losses) == 0
 }
 
-// reset empties the batch for reuse.
-func (b *batch) reset() {
-	clear(b.records) // drop references to the copied keys and values
-	b.records = b.records[:0]
-	b.rawSize = 0
-	clear(b.next)
-	b.losses = b.losses[:0]
-	clear(b.lossNext)
-}
-
 // skipLosses moves the partitions past the lost ranges once they are recorded.
 func (r *reader) skipLosses(lossNext map[buffer.PartitionKey]int64) {
 	for k, off := range lossNext {
