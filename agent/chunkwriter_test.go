@@ -89,11 +89,15 @@ func (l *runningLoop) stop() error {
 // the chunk writer while it fetches on), and checks the buffer record by
 // record: chunk sequence numbers consecutive from 1, every record exactly
 // once and in offset order, each chunk's ranges matching its records, and
-// the stored offsets at the end of every partition.
+// the stored offsets at the end of every partition. Every chunk is full but
+// for the linger's cuts: none exceeds --batch-bytes, and none is cut short
+// of a record that would have fit.
 func TestReadLoopBacklogChunksInOrder(t *testing.T) {
 	const (
 		partitions   = 3
 		perPartition = 3000
+		batchBytes   = 16 << 10 // about 90 records: many chunks per response
+		linger       = time.Second
 	)
 	c := newCluster(t)
 	prod := newProducer(t, c, kgo.ProducerBatchMaxBytes(256<<10))
@@ -108,12 +112,13 @@ func TestReadLoopBacklogChunksInOrder(t *testing.T) {
 	produce(t, prod, recs...)
 
 	r := newReadLoopRig(t, c, func(cfg *Config) {
-		cfg.BatchBytes = 16 << 10 // about 90 records: many chunks per response
+		cfg.BatchBytes = batchBytes
 		cfg.FetchMaxBytes = 512 << 10
 		cfg.BufferMaxBytes = 64 << 20
-		cfg.Linger = 50 * time.Millisecond
+		cfg.Linger = linger
 		cfg.Compression = wire.CodecZstd
 	})
+	start := time.Now()
 	loop := r.start(t)
 	testkit.Eventually(t, 30*time.Second, "every partition stored to its end", func() error {
 		offs, err := r.store.Offsets()
@@ -127,6 +132,7 @@ func TestReadLoopBacklogChunksInOrder(t *testing.T) {
 		}
 		return nil
 	})
+	read := time.Since(start)
 	if err := loop.stop(); err != nil {
 		t.Fatalf("read loop: %v", err)
 	}
@@ -141,6 +147,8 @@ func TestReadLoopBacklogChunksInOrder(t *testing.T) {
 		t.Fatalf("%d chunks for %d records of 16 KiB chunks: the batches were not cut", n, partitions*perPartition)
 	}
 	next := map[int32]int64{}
+	var raws []int // each chunk's uncompressed size
+	maxRecord := 0
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := 0; i < n; i++ {
@@ -158,6 +166,13 @@ func TestReadLoopBacklogChunksInOrder(t *testing.T) {
 		if len(chunk.Records) != ch.Meta.Records {
 			t.Errorf("chunk %d: %d records, meta says %d", ch.Seq, len(chunk.Records), ch.Meta.Records)
 		}
+		raw := 0
+		for i := range chunk.Records {
+			size := wire.RecordSize(&chunk.Records[i])
+			raw += size
+			maxRecord = max(maxRecord, size)
+		}
+		raws = append(raws, raw)
 		first := map[int32]int64{}
 		last := map[int32]int64{}
 		for _, rec := range chunk.Records {
@@ -188,6 +203,21 @@ func TestReadLoopBacklogChunksInOrder(t *testing.T) {
 		if next[p] != perPartition {
 			t.Errorf("backlog/%d: %d records in the buffer, want %d", p, next[p], perPartition)
 		}
+	}
+	// Short chunks come only from the linger: at most one per linger of
+	// reading, and the last.
+	short, allowed := 0, int(read/linger)+1
+	for i, raw := range raws {
+		if raw > batchBytes {
+			t.Errorf("chunk %d: %d bytes uncompressed, over --batch-bytes %d", i+1, raw, batchBytes)
+		}
+		if raw+maxRecord <= batchBytes {
+			short++
+		}
+	}
+	if short > allowed {
+		t.Errorf("%d of %d chunks were cut with room for another record (sizes %v); the linger explains %d",
+			short, len(raws), raws, allowed)
 	}
 }
 

@@ -645,8 +645,18 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 				continue
 			}
 			open = -1
+			size := wire.RecordSize(&wr)
+			// Cut before a record that would overfill the chunk, not after:
+			// the chunk writer splits a batch at BatchBytes, and a batch one
+			// record over it became a full chunk and a chunk of one record.
+			if r.full != nil && len(b.records) > 0 && b.rawSize+size > r.cfg.BatchBytes {
+				if err := r.full(); err != nil {
+					closeRecords(recs)
+					return next, &flushError{err}
+				}
+			}
 			b.records = append(b.records, wr)
-			b.rawSize += wire.RecordSize(&b.records[len(b.records)-1])
+			b.rawSize += size
 			r.m.recordsRead.Inc()
 			if r.full != nil && b.rawSize >= r.cfg.BatchBytes {
 				if err := r.full(); err != nil {
