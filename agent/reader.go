@@ -649,6 +649,7 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 			// Cut before a record that would overfill the chunk, not after:
 			// the chunk writer splits a batch at BatchBytes, and a batch one
 			// record over it became a full chunk and a chunk of one record.
+			// A batch that ends the response full is cut by the read loop.
 			if r.full != nil && len(b.records) > 0 && b.rawSize+size > r.cfg.BatchBytes {
 				if err := r.full(); err != nil {
 					closeRecords(recs)
@@ -658,12 +659,6 @@ func (r *reader) readPartition(p *partition, rp *fetchapi.ResponsePartition, b *
 			b.records = append(b.records, wr)
 			b.rawSize += size
 			r.m.recordsRead.Inc()
-			if r.full != nil && b.rawSize >= r.cfg.BatchBytes {
-				if err := r.full(); err != nil {
-					closeRecords(recs)
-					return next, &flushError{err}
-				}
-			}
 		}
 		if firstErr != nil {
 			break
