@@ -16,6 +16,10 @@
 //     produce whose outcome is unclear (a timeout, a lost connection, a
 //     leader change) is sent again with the identical bytes: the partition
 //     leader recognises the sequence number and appends it at most once.
+//     ProduceBatches does the same for one batch each of several
+//     partitions, in one produce request per partition leader; a batch
+//     whose partition answered is not sent again, and its error names the
+//     batch that failed.
 //   - CommitOffsets (AddOffsetsToTxn the first time in a transaction, then
 //     TxnOffsetCommit) commits a consumer group's offsets in the current
 //     transaction: they take effect exactly when it commits.
@@ -33,8 +37,8 @@
 // RecordErrors names them where the broker did), or Unavailable (anything
 // else: retry after a new Claim).
 //
-// A Producer is safe for concurrent use by Produce calls on different
-// partitions and CommitOffsets; Claim, Add and Commit must not run
+// A Producer is safe for concurrent use by Produce and ProduceBatches
+// calls on different partitions and CommitOffsets; Claim, Add and Commit must not run
 // concurrently with anything else.
 //
 // The batches are encoded here (record batch v2) rather than with kafka-go's

@@ -11,6 +11,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
+	"github.com/segmentio/kafka-go/protocol/produce"
+	"github.com/segmentio/kafka-go/protocol/rawproduce"
 )
 
 // Config configures a Producer.
@@ -229,52 +231,328 @@ func (p *Producer) Add(ctx context.Context, topic string, partitions ...int32) e
 // and returns the offset of its first record. Calls for different
 // partitions may run concurrently.
 func (p *Producer) Produce(ctx context.Context, topic string, partition int32, recs []Record) (int64, error) {
-	pid, epoch, err := p.session()
+	base, err := p.ProduceBatches(ctx, []Batch{{Topic: topic, Partition: partition, Records: recs}})
+	if be, ok := err.(*BatchError); ok {
+		return 0, be.Err
+	}
 	if err != nil {
 		return 0, err
 	}
-	key := tp{topic, partition}
-	p.mu.Lock()
-	in, seq := p.added[key], p.seqs[key]
-	p.mu.Unlock()
-	if !in {
-		return 0, &Error{Kind: Unavailable, Op: "produce", Topic: topic, Partition: partition,
-			Err: errors.New("partition not added to the transaction")}
-	}
-	batch, err := encodeBatch(batchHeader{producerID: pid, producerEpoch: epoch, baseSequence: seq,
-		transactional: true, compression: p.cfg.Compression}, recs)
+	return base[0], nil
+}
+
+// Batch is the records ProduceBatches writes to one partition.
+type Batch struct {
+	Topic     string
+	Partition int32
+	Records   []Record
+}
+
+// BatchError is ProduceBatches' error: which batch failed, and why.
+type BatchError struct {
+	Index int // of the batch in the call
+	Err   *Error
+}
+
+func (e *BatchError) Error() string { return e.Err.Error() }
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// ProduceBatches writes one batch to each of several partitions added to
+// the transaction, with one produce request per partition leader (a
+// produce request carries at most one batch per partition, so the
+// partitions must differ), and returns the offset of each batch's first
+// record. On failure the error is a *BatchError naming a failed batch; the
+// others' outcome is then of no interest, since the transaction must be
+// claimed again.
+func (p *Producer) ProduceBatches(ctx context.Context, batches []Batch) ([]int64, error) {
+	pid, epoch, err := p.session()
 	if err != nil {
-		return 0, &Error{Kind: Refused, Op: "produce", Topic: topic, Partition: partition, Err: err}
+		return nil, err
 	}
-	var res *kafka.ProduceResponse
+	enc := make([][]byte, len(batches))
+	seqs := make([]int32, len(batches))
+	seen := make(map[tp]bool, len(batches))
+	p.mu.Lock()
+	for i, b := range batches {
+		key := tp{b.Topic, b.Partition}
+		in := p.added[key]
+		seqs[i] = p.seqs[key]
+		var why string
+		switch {
+		case !in:
+			why = "partition not added to the transaction"
+		case seen[key]:
+			why = "two batches for one partition in one call"
+		}
+		if why != "" {
+			p.mu.Unlock()
+			return nil, &BatchError{Index: i, Err: &Error{Kind: Unavailable, Op: "produce", Topic: b.Topic,
+				Partition: b.Partition, Err: errors.New(why)}}
+		}
+		seen[key] = true
+	}
+	p.mu.Unlock()
+	// Encode (and compress) the batches side by side.
+	errs := make([]error, len(batches))
+	var wg sync.WaitGroup
+	for i := range batches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			enc[i], errs[i] = encodeBatch(batchHeader{producerID: pid, producerEpoch: epoch, baseSequence: seqs[i],
+				transactional: true, compression: p.cfg.Compression}, batches[i].Records)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			b := &batches[i]
+			return nil, &BatchError{Index: i, Err: &Error{Kind: Refused, Op: "produce", Topic: b.Topic, Partition: b.Partition, Err: err}}
+		}
+	}
+	base := make([]int64, len(batches))
+	done := make([]bool, len(batches))
+	var failed *partAnswer
 	// The identical bytes on every attempt: if an earlier attempt was
 	// appended, the leader answers it as a duplicate of its sequence.
 	err = p.retry(ctx, func() error {
-		r, err := p.cfg.Client.RawProduce(ctx, &kafka.RawProduceRequest{
-			Topic:           topic,
-			Partition:       int(partition),
-			RequiredAcks:    kafka.RequireAll,
-			TransactionalID: p.cfg.TransactionalID,
-			RawRecords:      protocol.RawRecordSet{Reader: bytes.NewReader(batch)},
-		})
-		if err == nil && r.Error != nil && !errors.Is(r.Error, kafka.DuplicateSequenceNumber) {
-			err = r.Error
+		failed = nil
+		var pending []int
+		for i := range batches {
+			if !done[i] {
+				pending = append(pending, i)
+			}
 		}
-		res = r
-		return err
+		answers, err := p.sendBatches(ctx, batches, enc, pending)
+		if err != nil {
+			failed = &partAnswer{index: pending[0], err: err}
+			return err
+		}
+		for _, a := range answers {
+			if a.err == nil {
+				done[a.index], base[a.index] = true, a.base
+			} else if failed == nil || (retriable(failed.err) && !retriable(a.err)) {
+				failed = &a // a refusal outweighs a retriable answer
+			}
+		}
+		if failed != nil {
+			return failed.err
+		}
+		return nil
 	})
 	if err != nil {
 		p.unclaim()
-		e := classify("produce", topic, partition, err)
-		if res != nil && len(res.RecordErrors) > 0 {
-			e.RecordErrors = res.RecordErrors
+		i := 0
+		if failed != nil {
+			i = failed.index
 		}
-		return 0, e
+		e := classify("produce", batches[i].Topic, batches[i].Partition, err)
+		if failed != nil && len(failed.recordErrors) > 0 {
+			e.RecordErrors = failed.recordErrors
+		}
+		return nil, &BatchError{Index: i, Err: e}
 	}
 	p.mu.Lock()
-	p.seqs[key] = seq + int32(len(recs))
+	for i, b := range batches {
+		p.seqs[tp{b.Topic, b.Partition}] = seqs[i] + int32(len(b.Records))
+	}
 	p.mu.Unlock()
-	return res.BaseOffset, nil
+	return base, nil
+}
+
+// partAnswer is a partition leader's answer to one batch.
+type partAnswer struct {
+	index        int // of the batch
+	base         int64
+	err          error
+	recordErrors map[int]error
+}
+
+// sendBatches sends the pending batches, one produce request per partition
+// leader as the client's metadata has them, the requests side by side. An
+// error is one no partition answered; a stale leader shows as a per-batch
+// NOT_LEADER_OR_FOLLOWER or a refusal of the request to mix partitions of
+// two leaders, both retried with fresh metadata.
+func (p *Producer) sendBatches(ctx context.Context, batches []Batch, enc [][]byte, pending []int) ([]partAnswer, error) {
+	leaders, err := p.leaders(ctx, batches, pending)
+	if err != nil {
+		return nil, err
+	}
+	byLeader := make(map[int][]int)
+	var order []int
+	for _, i := range pending {
+		l := leaders[i]
+		if _, ok := byLeader[l]; !ok {
+			order = append(order, l)
+		}
+		byLeader[l] = append(byLeader[l], i)
+	}
+	var (
+		mu      sync.Mutex
+		answers []partAnswer
+		first   error
+		wg      sync.WaitGroup
+	)
+	for _, l := range order {
+		wg.Add(1)
+		go func(idx []int) {
+			defer wg.Done()
+			a, err := p.sendRequest(ctx, batches, enc, idx)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				for _, i := range idx { // no answer: every batch of it is pending still
+					answers = append(answers, partAnswer{index: i, err: err})
+				}
+				if first == nil {
+					first = err
+				}
+				return
+			}
+			answers = append(answers, a...)
+		}(byLeader[l])
+	}
+	wg.Wait()
+	if len(order) == 1 && first != nil {
+		return nil, first
+	}
+	return answers, nil
+}
+
+// leaders maps each pending batch to its partition's leader in the
+// client's (cached) metadata; -1 where it has none, which the broker then
+// answers.
+func (p *Producer) leaders(ctx context.Context, batches []Batch, pending []int) (map[int]int, error) {
+	leaders := make(map[int]int, len(pending))
+	if len(pending) == 1 {
+		leaders[pending[0]] = -1
+		return leaders, nil
+	}
+	var topics []string
+	seen := make(map[string]bool)
+	for _, i := range pending {
+		if t := batches[i].Topic; !seen[t] {
+			seen[t] = true
+			topics = append(topics, t)
+		}
+	}
+	md, err := p.cfg.Client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, err
+	}
+	lead := make(map[tp]int)
+	for _, t := range md.Topics {
+		for _, pt := range t.Partitions {
+			lead[tp{t.Name, int32(pt.ID)}] = pt.Leader.ID
+		}
+	}
+	for _, i := range pending {
+		l, ok := lead[tp{batches[i].Topic, batches[i].Partition}]
+		if !ok {
+			l = -1
+		}
+		leaders[i] = l
+	}
+	return leaders, nil
+}
+
+// sendRequest sends the batches idx in one produce request and returns
+// each one's answer.
+func (p *Producer) sendRequest(ctx context.Context, batches []Batch, enc [][]byte, idx []int) ([]partAnswer, error) {
+	req := &rawproduce.Request{
+		TransactionalID: p.cfg.TransactionalID,
+		Acks:            int16(kafka.RequireAll),
+		Timeout:         produceTimeoutMs(ctx, p.cfg.Client.Timeout),
+	}
+	topicAt := make(map[string]int)
+	where := make(map[tp]int, len(idx)) // partition → batch index
+	for _, i := range idx {
+		b := &batches[i]
+		t, ok := topicAt[b.Topic]
+		if !ok {
+			t = len(req.Topics)
+			topicAt[b.Topic] = t
+			req.Topics = append(req.Topics, rawproduce.RequestTopic{Topic: b.Topic})
+		}
+		req.Topics[t].Partitions = append(req.Topics[t].Partitions, rawproduce.RequestPartition{
+			Partition: b.Partition, RecordSet: protocol.RawRecordSet{Reader: bytes.NewReader(enc[i])}})
+		where[tp{b.Topic, b.Partition}] = i
+	}
+	m, err := p.roundTrip(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	res, ok := m.(*produce.Response)
+	if !ok {
+		return nil, fmt.Errorf("produce: unexpected answer %T", m)
+	}
+	answered := make(map[int]bool, len(idx))
+	var out []partAnswer
+	for _, t := range res.Topics {
+		for _, pr := range t.Partitions {
+			i, ok := where[tp{t.Topic, pr.Partition}]
+			if !ok || answered[i] {
+				continue
+			}
+			answered[i] = true
+			a := partAnswer{index: i, base: pr.BaseOffset}
+			if code := kafka.Error(pr.ErrorCode); pr.ErrorCode != 0 && !errors.Is(code, kafka.DuplicateSequenceNumber) {
+				a.err = code
+				if pr.ErrorMessage != "" {
+					a.err = fmt.Errorf("%w: %s", code, pr.ErrorMessage)
+				}
+			}
+			if a.err != nil && len(pr.RecordErrors) > 0 {
+				a.recordErrors = make(map[int]error, len(pr.RecordErrors))
+				for _, re := range pr.RecordErrors {
+					a.recordErrors[int(re.BatchIndex)] = errors.New(re.BatchIndexErrorMessage)
+				}
+			}
+			out = append(out, a)
+		}
+	}
+	for _, i := range idx {
+		if !answered[i] {
+			out = append(out, partAnswer{index: i, err: fmt.Errorf("produce: no answer for %s/%d", batches[i].Topic, batches[i].Partition)})
+		}
+	}
+	return out, nil
+}
+
+// roundTrip sends a request the way kafka-go's Client methods do: bounded
+// by the client's Timeout, to the client's cluster, through its transport.
+func (p *Producer) roundTrip(ctx context.Context, req protocol.Message) (protocol.Message, error) {
+	c := p.cfg.Client
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	if c.Addr == nil {
+		return nil, errors.New("no address was given for the kafka cluster on the client")
+	}
+	t := c.Transport
+	if t == nil {
+		t = kafka.DefaultTransport
+	}
+	return t.RoundTrip(ctx, c.Addr, req)
+}
+
+// produceTimeoutMs is the broker-side produce timeout kafka-go's Client
+// sends: half of what is left of the client's Timeout and the context's
+// deadline (the rest is for the answer to come back), 500 ms without
+// either.
+func produceTimeoutMs(ctx context.Context, clientTimeout time.Duration) int32 {
+	timeout := clientTimeout
+	if deadline, ok := ctx.Deadline(); ok {
+		if remain := time.Until(deadline); remain < timeout {
+			timeout = remain
+		}
+	}
+	if timeout <= 0 {
+		return 500
+	}
+	return int32((timeout / 2).Milliseconds())
 }
 
 // Commit commits the current transaction. Without anything added since the

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"sync"
 	"testing"
 	"time"
 
@@ -336,6 +338,16 @@ func TestProduceUnaddedPartition(t *testing.T) {
 	if _, err := p.Produce(ctx, "t", 1, records("x", 1)); err == nil {
 		t.Fatal("produce to a partition not in the transaction succeeded")
 	}
+	_, err := p.ProduceBatches(ctx, []Batch{{Topic: "t", Partition: 0, Records: records("x", 1)}, {Topic: "t", Partition: 1, Records: records("y", 1)}})
+	var be *BatchError
+	if !errors.As(err, &be) || be.Index != 1 {
+		t.Fatalf("batches to an added and an unadded partition: %v, want a *BatchError naming batch 1", err)
+	}
+	must(t, p.Add(ctx, "t", 1))
+	_, err = p.ProduceBatches(ctx, []Batch{{Topic: "t", Partition: 1, Records: records("x", 1)}, {Topic: "t", Partition: 1, Records: records("y", 1)}})
+	if !errors.As(err, &be) || be.Index != 1 {
+		t.Fatalf("two batches for one partition: %v, want a *BatchError naming batch 1", err)
+	}
 }
 
 // TestClaimRetriesConcurrentTransactions: the coordinator answers
@@ -431,5 +443,187 @@ func TestErrorCodes(t *testing.T) {
 				t.Error("producer still claims the id after an error: its next use must claim again")
 			}
 		})
+	}
+}
+
+// produceLog observes produce requests: how many reached each broker, and
+// how often each partition was in one.
+type produceLog struct {
+	mu      sync.Mutex
+	perNode map[int32]int
+	perPart map[int32]int
+	seen    map[kmsg.Request]bool // When runs once per partition of a request
+}
+
+func (f *fixture) observeProduce(brokers int) (*produceLog, func()) {
+	l := &produceLog{perNode: make(map[int32]int), perPart: make(map[int32]int), seen: make(map[kmsg.Request]bool)}
+	var hs []*kfake.FaultHandle
+	for n := int32(0); n < int32(brokers); n++ {
+		hs = append(hs, f.cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Nodes: []int32{n}, Observe: true, Count: -1,
+			When: func(r kmsg.Request) bool {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				if l.seen[r] {
+					return true
+				}
+				l.seen[r] = true
+				l.perNode[n]++
+				for _, t := range r.(*kmsg.ProduceRequest).Topics {
+					for _, p := range t.Partitions {
+						l.perPart[p.Partition]++
+					}
+				}
+				return true
+			}}))
+	}
+	return l, func() {
+		for _, h := range hs {
+			h.Remove()
+		}
+	}
+}
+
+func (l *produceLog) counts() (perNode, perPart map[int32]int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.perNode), maps.Clone(l.perPart)
+}
+
+func batchesFor(prefix string, parts ...int32) []Batch {
+	var bs []Batch
+	for _, p := range parts {
+		bs = append(bs, Batch{Topic: "t", Partition: p, Records: records(fmt.Sprintf("%s%d-", prefix, p), 2)})
+	}
+	return bs
+}
+
+// TestProduceBatchesOneRequestPerLeader: batches for six partitions spread
+// over three brokers go in one produce request per leader, and the next
+// transaction's batches continue each partition's sequence.
+func TestProduceBatchesOneRequestPerLeader(t *testing.T) {
+	f := newFixture(t, 3, 6)
+	ctx := context.Background()
+	parts := []int32{0, 1, 2, 3, 4, 5}
+	leaders := make(map[int32]bool)
+	for _, p := range parts {
+		leaders[f.cluster.LeaderFor("t", p)] = true
+	}
+	if len(leaders) < 2 {
+		t.Fatalf("the six partitions have %d leader(s); the test needs them spread", len(leaders))
+	}
+	p := f.producer("edge-a")
+	must(t, p.Claim(ctx))
+	log, stop := f.observeProduce(3)
+	defer stop()
+	for round, prefix := range []string{"a", "b"} {
+		must(t, p.Add(ctx, "t", parts...))
+		base, err := p.ProduceBatches(ctx, batchesFor(prefix, parts...))
+		must(t, err)
+		for i, b := range base {
+			if b != int64(round)*3 { // two records and the previous commit's marker
+				t.Errorf("round %d: batch %d written at offset %d, want %d", round, i, b, round*3)
+			}
+		}
+		must(t, p.Commit(ctx))
+	}
+	perNode, perPart := log.counts()
+	for n := range leaders {
+		if perNode[n] != 2 {
+			t.Errorf("broker %d got %d produce requests for two rounds, want 2 (one per round)", n, perNode[n])
+		}
+	}
+	for _, part := range parts {
+		if perPart[part] != 2 {
+			t.Errorf("partition %d was in %d produce requests, want 2", part, perPart[part])
+		}
+		want := fmt.Sprintf("[a%d-0 a%d-1 b%d-0 b%d-1]", part, part, part, part)
+		if got := fmt.Sprint(f.committed(part)); got != want {
+			t.Errorf("partition %d committed %s, want %s", part, got, want)
+		}
+	}
+}
+
+// TestProduceBatchesRetriesOnlyUnanswered: one partition of a request
+// answers a retriable error; only its batch is sent again, and every
+// batch is in the log once.
+func TestProduceBatchesRetriesOnlyUnanswered(t *testing.T) {
+	f := newFixture(t, 1, 3)
+	ctx := context.Background()
+	p := f.producer("edge-a")
+	must(t, p.Claim(ctx))
+	must(t, p.Add(ctx, "t", 0, 1, 2))
+	h := f.cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Partitions: []int32{1}, Err: kerr.NotLeaderForPartition})
+	defer h.Remove()
+	log, stop := f.observeProduce(1)
+	defer stop()
+	_, err := p.ProduceBatches(ctx, batchesFor("a", 0, 1, 2))
+	must(t, err)
+	must(t, p.Commit(ctx))
+	if h.Hits() != 1 {
+		t.Fatalf("fault hit %d times, want once", h.Hits())
+	}
+	_, perPart := log.counts()
+	if perPart[0] != 1 || perPart[1] != 2 || perPart[2] != 1 {
+		t.Errorf("partitions sent %v times, want 0 and 2 once, 1 twice", perPart)
+	}
+	for _, part := range []int32{0, 1, 2} {
+		want := fmt.Sprintf("[a%d-0 a%d-1]", part, part)
+		if got := fmt.Sprint(f.committed(part)); got != want {
+			t.Errorf("partition %d committed %s, want %s", part, got, want)
+		}
+	}
+}
+
+// TestProduceBatchesNamesRefusedBatch: the error names the refused batch,
+// even when another partition of the same request answered a retriable
+// error, and the producer must claim again.
+func TestProduceBatchesNamesRefusedBatch(t *testing.T) {
+	f := newFixture(t, 1, 3)
+	ctx := context.Background()
+	p := f.producer("edge-a")
+	must(t, p.Claim(ctx))
+	must(t, p.Add(ctx, "t", 0, 1, 2))
+	h := f.cluster.Fault(
+		kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Partitions: []int32{1}, Err: kerr.RequestTimedOut, Count: -1},
+		kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Partitions: []int32{2}, Err: kerr.MessageTooLarge, Count: -1})
+	defer h.Remove()
+	_, err := p.ProduceBatches(ctx, batchesFor("a", 0, 1, 2))
+	var be *BatchError
+	if !errors.As(err, &be) {
+		t.Fatalf("error %v (%T), want a *BatchError", err, err)
+	}
+	if be.Index != 2 || be.Err.Partition != 2 || be.Err.Kind != Refused || !errors.Is(err, kafka.MessageSizeTooLarge) {
+		t.Errorf("error names batch %d (partition %d, %s): %v; want batch 2 refused with MESSAGE_TOO_LARGE",
+			be.Index, be.Err.Partition, be.Err.Kind, err)
+	}
+	if !errors.Is(err, ErrRefused) {
+		t.Error("errors.Is(err, ErrRefused) is false")
+	}
+	if _, _, claimed := p.Session(); claimed {
+		t.Error("producer still claims the id after a failed produce")
+	}
+}
+
+// TestProduceBatchesLeaderMoves: a partition moves to another broker after
+// the client learned its leader; the batch is sent again to the new leader
+// and written once, the others of its request once too.
+func TestProduceBatchesLeaderMoves(t *testing.T) {
+	f := newFixture(t, 3, 3)
+	ctx := context.Background()
+	p := f.producer("edge-a")
+	must(t, p.Claim(ctx))
+	must(t, p.Add(ctx, "t", 0, 1, 2))
+	_, err := p.ProduceBatches(ctx, batchesFor("a", 0, 1, 2))
+	must(t, err)
+	old := f.cluster.LeaderFor("t", 0)
+	must(t, f.cluster.MoveTopicPartition("t", 0, (old+1)%3))
+	_, err = p.ProduceBatches(ctx, batchesFor("b", 0, 1, 2))
+	must(t, err)
+	must(t, p.Commit(ctx))
+	for _, part := range []int32{0, 1, 2} {
+		want := fmt.Sprintf("[a%d-0 a%d-1 b%d-0 b%d-1]", part, part, part, part)
+		if got := fmt.Sprint(f.committed(part)); got != want {
+			t.Errorf("partition %d committed %s, want %s", part, got, want)
+		}
 	}
 }

@@ -3,8 +3,10 @@
 package realkafka
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -115,29 +117,115 @@ func TestTransactionalProducerOnRealBroker(t *testing.T) {
 	}
 	// EndTxn answers once the commit is decided; the markers reach the
 	// partitions just after, and only then is the data stable.
+	got := readStable(t, ctx, cl, topic, 0)
+	if fmt.Sprint(got) != "[a0 a1 a2 b0 b1]" {
+		t.Errorf("read_committed read %v, want the committed records only", got)
+	}
+}
+
+// TestProduceBatchesOnRealBroker: batches for several partitions of two
+// topics in one produce request per leader, as the hub writer sends a
+// transaction's records. The broker answers each partition on its own: a
+// batch over one topic's max.message.bytes is refused by name while the
+// others of the request are appended, and the aborted transaction leaves
+// only the committed one readable.
+func TestProduceBatchesOnRealBroker(t *testing.T) {
+	ctx := testCtx(t, 2*time.Minute)
+	cl := newClient(t, shared.Addr(), nil)
+	topic := fmt.Sprintf("txn-batches-%d", time.Now().UnixNano())
+	small := topic + "-small"
+	createTopic(t, ctx, cl, topic, 3)
+	createTopic(t, ctx, cl, small, 1, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "2048"})
+	p, err := txn.New(txn.Config{Client: cl, TransactionalID: topic, Compression: kafka.Lz4, RetryFor: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Claim(ctx); err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	batches := func(prefix string) []txn.Batch {
+		var bs []txn.Batch
+		for part := int32(0); part < 3; part++ {
+			bs = append(bs, txn.Batch{Topic: topic, Partition: part, Records: txnRecords(fmt.Sprintf("%s%d-", prefix, part), 2)})
+		}
+		return append(bs, txn.Batch{Topic: small, Partition: 0, Records: txnRecords(prefix+"s-", 1)})
+	}
+	for _, prefix := range []string{"a", "b"} {
+		if err := p.Add(ctx, topic, 0, 1, 2); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Add(ctx, small, 0); err != nil {
+			t.Fatal(err)
+		}
+		base, err := p.ProduceBatches(ctx, batches(prefix))
+		if err != nil {
+			t.Fatalf("produce %s: %v", prefix, err)
+		}
+		t.Logf("transaction %s: base offsets %v", prefix, base)
+		if err := p.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A third transaction whose batch for the small topic is over its limit.
+	if err := p.Add(ctx, topic, 0, 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Add(ctx, small, 0); err != nil {
+		t.Fatal(err)
+	}
+	bs := batches("c")
+	big := make([]byte, 8192)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range big {
+		big[i] = byte(rng.Uint32()) // incompressible
+	}
+	bs[3].Records = []txn.Record{{Timestamp: time.Now().UnixMilli(), Value: big}}
+	_, err = p.ProduceBatches(ctx, bs)
+	t.Logf("batch over max.message.bytes among three that fit: %v", err)
+	var be *txn.BatchError
+	if !errors.As(err, &be) || be.Index != 3 || !errors.Is(err, txn.ErrRefused) || !errors.Is(err, kafka.MessageSizeTooLarge) {
+		t.Fatalf("error %v, want batch 3 refused with MESSAGE_TOO_LARGE", err)
+	}
+	if err := p.Claim(ctx); err != nil { // aborts the third transaction
+		t.Fatal(err)
+	}
+	for part := int32(0); part < 3; part++ {
+		want := fmt.Sprintf("[a%d-0 a%d-1 b%d-0 b%d-1]", part, part, part, part)
+		if got := fmt.Sprint(readStable(t, ctx, cl, topic, part)); got != want {
+			t.Errorf("partition %d: read_committed read %s, want %s", part, got, want)
+		}
+	}
+	if got := fmt.Sprint(readStable(t, ctx, cl, small, 0)); got != "[as-0 bs-0]" {
+		t.Errorf("%s: read_committed read %s, want [as-0 bs-0]", small, got)
+	}
+}
+
+// readStable waits (bounded) until a partition's last stable offset reaches
+// its high watermark and returns the values a read_committed reader sees.
+func readStable(t *testing.T, ctx context.Context, cl *kafka.Client, topic string, part int32) []string {
+	t.Helper()
+	var end int64
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		l, err1 := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.LastOffsetOf(0)}},
+		l, err1 := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.LastOffsetOf(int(part))}},
 			IsolationLevel: kafka.ReadCommitted})
-		h, err2 := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.LastOffsetOf(0)}}})
+		h, err2 := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.LastOffsetOf(int(part))}}})
 		if err1 == nil && err2 == nil && l.Topics[topic][0].LastOffset == h.Topics[topic][0].LastOffset {
+			end = h.Topics[topic][0].LastOffset
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("last stable offset never reached the high watermark: %v %v", err1, err2)
+			t.Fatalf("%s/%d: last stable offset never reached the high watermark: %v %v", topic, part, err1, err2)
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval of a bounded wait
 	}
 	var got []string
-	end := hw.Topics[topic][0].LastOffset + 100
-	err = committed.Read(ctx, cl, topic, 0, 0, end, committed.Options{}, func(r *committed.Record) error {
+	err := committed.Read(ctx, cl, topic, part, 0, end, committed.Options{}, func(r *committed.Record) error {
 		got = append(got, string(r.Value))
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(got) != "[a0 a1 a2 b0 b1]" {
-		t.Errorf("read_committed read %v, want the committed records only", got)
-	}
+	return got
 }
