@@ -41,6 +41,9 @@ type Producer struct {
 	added   map[tp]bool
 	groups  map[string]bool // consumer groups whose offsets are in the transaction
 	dirty   bool            // something was added since the last commit
+	// coord is the transaction coordinator's broker id, if coordKnown.
+	coord      int32
+	coordKnown bool
 }
 
 type tp struct {
@@ -186,11 +189,11 @@ func (p *Producer) Add(ctx context.Context, topic string, partitions ...int32) e
 	if err != nil {
 		return err
 	}
-	var want []kafka.AddPartitionToTxn
+	var want []int32
 	p.mu.Lock()
 	for _, part := range partitions {
 		if !p.added[tp{topic, part}] {
-			want = append(want, kafka.AddPartitionToTxn{Partition: int(part)})
+			want = append(want, part)
 		}
 	}
 	p.mu.Unlock()
@@ -198,29 +201,15 @@ func (p *Producer) Add(ctx context.Context, topic string, partitions ...int32) e
 		return nil
 	}
 	err = p.retry(ctx, func() error {
-		res, err := p.cfg.Client.AddPartitionsToTxn(ctx, &kafka.AddPartitionsToTxnRequest{
-			TransactionalID: p.cfg.TransactionalID,
-			ProducerID:      int(pid),
-			ProducerEpoch:   int(epoch),
-			Topics:          map[string][]kafka.AddPartitionToTxn{topic: want},
-		})
-		if err != nil {
-			return err
-		}
-		for _, pr := range res.Topics[topic] {
-			if pr.Error != nil {
-				return pr.Error
-			}
-		}
-		return nil
+		return p.addPartitions(ctx, pid, epoch, topic, want)
 	})
 	if err != nil {
 		p.unclaim()
 		return classify("add partitions", topic, -1, err)
 	}
 	p.mu.Lock()
-	for _, w := range want {
-		p.added[tp{topic, int32(w.Partition)}] = true
+	for _, part := range want {
+		p.added[tp{topic, part}] = true
 	}
 	p.dirty = true
 	p.mu.Unlock()
@@ -571,16 +560,7 @@ func (p *Producer) Commit(ctx context.Context) error {
 	// EndTxn with the same id and epoch is idempotent: a retry after a lost
 	// answer finds the transaction committed and succeeds.
 	err = p.retry(ctx, func() error {
-		res, err := p.cfg.Client.EndTxn(ctx, &kafka.EndTxnRequest{
-			TransactionalID: p.cfg.TransactionalID,
-			ProducerID:      int(pid),
-			ProducerEpoch:   int(epoch),
-			Committed:       true,
-		})
-		if err == nil && res.Error != nil {
-			err = res.Error
-		}
-		return err
+		return p.endTxn(ctx, pid, epoch, true)
 	})
 	if err != nil {
 		p.unclaim()

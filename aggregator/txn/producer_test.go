@@ -627,3 +627,75 @@ func TestProduceBatchesLeaderMoves(t *testing.T) {
 		}
 	}
 }
+
+// findCoordinators observes the FindCoordinator requests for a
+// transactional id.
+func (f *fixture) findCoordinators(id string) (count func() int, stop func()) {
+	var (
+		mu   sync.Mutex
+		seen = make(map[kmsg.Request]bool)
+	)
+	h := f.cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.FindCoordinator}, TxnID: id, Observe: true, Count: -1,
+		When: func(r kmsg.Request) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[r] = true
+			return true
+		}})
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen)
+	}, h.Remove
+}
+
+// TestCoordinatorLookedUpOnce: AddPartitionsToTxn and EndTxn go straight to
+// the coordinator found once, over several transactions; after the
+// coordinator answers NOT_COORDINATOR it is looked up again and the call
+// succeeds.
+func TestCoordinatorLookedUpOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault kfake.Fault
+	}{
+		{"EndTxn", kfake.Fault{Keys: []kmsg.Key{kmsg.EndTxn}, Err: kerr.NotCoordinator, TopLevel: true}},
+		{"AddPartitionsToTxn", kfake.Fault{Keys: []kmsg.Key{kmsg.AddPartitionsToTxn}, Err: kerr.NotCoordinator}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, 3, 2)
+			ctx := context.Background()
+			p := f.producer("edge-a")
+			must(t, p.Claim(ctx))
+			count, stop := f.findCoordinators("edge-a")
+			defer stop()
+			txn := func(prefix string) {
+				t.Helper()
+				must(t, p.Add(ctx, "t", 0, 1))
+				_, err := p.ProduceBatches(ctx, batchesFor(prefix, 0, 1))
+				must(t, err)
+				must(t, p.Commit(ctx))
+			}
+			for _, prefix := range []string{"a", "b", "c"} {
+				txn(prefix)
+			}
+			if n := count(); n != 1 {
+				t.Errorf("three transactions sent %d FindCoordinator, want 1", n)
+			}
+			h := f.cluster.Fault(tc.fault)
+			defer h.Remove()
+			txn("d")
+			if h.Hits() != 1 {
+				t.Fatalf("NOT_COORDINATOR fault hit %d times, want 1", h.Hits())
+			}
+			if n := count(); n != 2 {
+				t.Errorf("after NOT_COORDINATOR: %d FindCoordinator in all, want 2", n)
+			}
+			for _, part := range []int32{0, 1} {
+				want := fmt.Sprintf("[a%d-0 a%d-1 b%d-0 b%d-1 c%d-0 c%d-1 d%d-0 d%d-1]", part, part, part, part, part, part, part, part)
+				if got := fmt.Sprint(f.committed(part)); got != want {
+					t.Errorf("partition %d committed %s, want %s", part, got, want)
+				}
+			}
+		})
+	}
+}

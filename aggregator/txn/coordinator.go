@@ -1,0 +1,177 @@
+package txn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	"github.com/segmentio/kafka-go/protocol/addpartitionstotxn"
+	"github.com/segmentio/kafka-go/protocol/endtxn"
+)
+
+// kafka-go's Client sends a FindCoordinator before every transactional
+// request. The two on a transaction's critical path, AddPartitionsToTxn and
+// EndTxn, are sent here straight to the coordinator the producer found
+// last: request types of their own, encoded like kafka-go's (the same
+// fields and version tags, registered as overrides of the same API) but
+// routed to a given broker.
+const (
+	addPartitionsAtKey protocol.OverrideTypeKey = 0x4531 + iota
+	endTxnAtKey
+)
+
+func init() {
+	protocol.RegisterOverride(&addPartitionsAt{}, &addpartitionstotxn.Response{}, addPartitionsAtKey)
+	protocol.RegisterOverride(&endTxnAt{}, &endtxn.Response{}, endTxnAtKey)
+}
+
+// addPartitionsAt is addpartitionstotxn.Request sent to one broker.
+type addPartitionsAt struct {
+	_ struct{} `kafka:"min=v3,max=v3,tag"`
+
+	TransactionalID string                            `kafka:"min=v0,max=v2|min=v3,max=v3,compact"`
+	ProducerID      int64                             `kafka:"min=v0,max=v3"`
+	ProducerEpoch   int16                             `kafka:"min=v0,max=v3"`
+	Topics          []addpartitionstotxn.RequestTopic `kafka:"min=v0,max=v3"`
+
+	coordinator int32
+}
+
+func (r *addPartitionsAt) ApiKey() protocol.ApiKey           { return protocol.AddPartitionsToTxn }
+func (r *addPartitionsAt) TypeKey() protocol.OverrideTypeKey { return addPartitionsAtKey }
+func (r *addPartitionsAt) Broker(c protocol.Cluster) (protocol.Broker, error) {
+	return brokerOf(c, r.coordinator)
+}
+
+// endTxnAt is endtxn.Request sent to one broker.
+type endTxnAt struct {
+	_ struct{} `kafka:"min=v3,max=v3,tag"`
+
+	TransactionalID string `kafka:"min=v0,max=v2|min=v3,max=v3,compact"`
+	ProducerID      int64  `kafka:"min=v0,max=v3"`
+	ProducerEpoch   int16  `kafka:"min=v0,max=v3"`
+	Committed       bool   `kafka:"min=v0,max=v3"`
+
+	coordinator int32
+}
+
+func (r *endTxnAt) ApiKey() protocol.ApiKey           { return protocol.EndTxn }
+func (r *endTxnAt) TypeKey() protocol.OverrideTypeKey { return endTxnAtKey }
+func (r *endTxnAt) Broker(c protocol.Cluster) (protocol.Broker, error) {
+	return brokerOf(c, r.coordinator)
+}
+
+var (
+	_ protocol.BrokerMessage = (*addPartitionsAt)(nil)
+	_ protocol.BrokerMessage = (*endTxnAt)(nil)
+)
+
+// errCoordinatorGone: the cached coordinator is not in the client's
+// metadata (any more).
+var errCoordinatorGone = errors.New("transaction coordinator not in the cluster metadata")
+
+func brokerOf(c protocol.Cluster, id int32) (protocol.Broker, error) {
+	b, ok := c.Brokers[id]
+	if !ok {
+		return protocol.Broker{ID: -1}, fmt.Errorf("%w: broker %d", errCoordinatorGone, id)
+	}
+	return b, nil
+}
+
+// coordinatorErrors mean the transactional id's coordinator is elsewhere or
+// not ready: look it up again before the retry.
+var coordinatorErrors = []error{kafka.NotCoordinatorForGroup, kafka.GroupCoordinatorNotAvailable}
+
+// coordinator returns the transaction coordinator's broker id, looked up
+// once and kept until a request to it fails.
+func (p *Producer) coordinator(ctx context.Context) (int32, error) {
+	p.mu.Lock()
+	id, known := p.coord, p.coordKnown
+	p.mu.Unlock()
+	if known {
+		return id, nil
+	}
+	res, err := p.cfg.Client.FindCoordinator(ctx, &kafka.FindCoordinatorRequest{Key: p.cfg.TransactionalID,
+		KeyType: kafka.CoordinatorKeyTypeTransaction})
+	if err != nil {
+		return 0, err
+	}
+	if res.Error != nil {
+		return 0, res.Error
+	}
+	if res.Coordinator == nil {
+		return 0, errors.New("find coordinator: no coordinator in the answer")
+	}
+	id = int32(res.Coordinator.NodeID)
+	p.mu.Lock()
+	p.coord, p.coordKnown = id, true
+	p.mu.Unlock()
+	return id, nil
+}
+
+// toCoordinator sends a request built for the coordinator and returns its
+// answer; after an answer or a failure that says the coordinator may have
+// moved, the next call looks it up again.
+func (p *Producer) toCoordinator(ctx context.Context, build func(coordinator int32) protocol.Message,
+	answer func(protocol.Message) error) error {
+	id, err := p.coordinator(ctx)
+	if err != nil {
+		return err
+	}
+	m, err := p.roundTrip(ctx, build(id))
+	if err == nil {
+		err = answer(m)
+	}
+	var ke kafka.Error
+	if err != nil && (!errors.As(err, &ke) || isAny(err, coordinatorErrors)) {
+		p.mu.Lock()
+		p.coordKnown = false
+		p.mu.Unlock()
+	}
+	return err
+}
+
+// addPartitions sends AddPartitionsToTxn for one topic to the coordinator.
+func (p *Producer) addPartitions(ctx context.Context, pid int64, epoch int16, topic string, parts []int32) error {
+	return p.toCoordinator(ctx, func(id int32) protocol.Message {
+		return &addPartitionsAt{TransactionalID: p.cfg.TransactionalID, ProducerID: pid, ProducerEpoch: epoch,
+			Topics: []addpartitionstotxn.RequestTopic{{Name: topic, Partitions: parts}}, coordinator: id}
+	}, func(m protocol.Message) error {
+		res, ok := m.(*addpartitionstotxn.Response)
+		if !ok {
+			return fmt.Errorf("add partitions: unexpected answer %T", m)
+		}
+		answered := 0
+		for _, t := range res.Results {
+			for _, pr := range t.Results {
+				if pr.ErrorCode != 0 {
+					return kafka.Error(pr.ErrorCode)
+				}
+				answered++
+			}
+		}
+		if answered != len(parts) {
+			return fmt.Errorf("add partitions: %d of %d partitions answered", answered, len(parts))
+		}
+		return nil
+	})
+}
+
+// endTxn sends EndTxn to the coordinator.
+func (p *Producer) endTxn(ctx context.Context, pid int64, epoch int16, commit bool) error {
+	return p.toCoordinator(ctx, func(id int32) protocol.Message {
+		return &endTxnAt{TransactionalID: p.cfg.TransactionalID, ProducerID: pid, ProducerEpoch: epoch,
+			Committed: commit, coordinator: id}
+	}, func(m protocol.Message) error {
+		res, ok := m.(*endtxn.Response)
+		if !ok {
+			return fmt.Errorf("end transaction: unexpected answer %T", m)
+		}
+		if res.ErrorCode != 0 {
+			return kafka.Error(res.ErrorCode)
+		}
+		return nil
+	})
+}
