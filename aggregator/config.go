@@ -26,8 +26,8 @@ const (
 	DefaultMaxChunkBytes = 16 << 20
 	// DefaultMaxRawBytes bounds one chunk's decompressed payload.
 	DefaultMaxRawBytes = 64 << 20
-	// DefaultHubBatchBytes bounds one produce request (uncompressed), below
-	// Kafka's default max.message.bytes of 1 MiB.
+	// DefaultHubBatchBytes bounds one record batch to a hub partition
+	// (uncompressed), below Kafka's default max.message.bytes of 1 MiB.
 	DefaultHubBatchBytes = 512 << 10
 	// DefaultOrderWait is how long a chunk that arrived ahead of its
 	// predecessor waits for it before it is answered 503.
@@ -63,8 +63,8 @@ const (
 	// DefaultFleetRefresh is how often the fleet topics are read back, so
 	// that what other aggregators received shows here too.
 	DefaultFleetRefresh = 2 * time.Second
-	// DefaultParallelPartitions bounds how many partitions of one chunk are
-	// produced at once.
+	// DefaultParallelPartitions bounds how many hub partitions one produce
+	// request carries; a transaction over more sends several side by side.
 	DefaultParallelPartitions = 8
 	// DefaultCheckpointTopic is the compacted hub topic that keeps the
 	// latest translated checkpoint per (edge, group, partition).

@@ -352,8 +352,10 @@ func (e *batchError) Unwrap() error { return e.err }
 // the watermarks they leave (marks) with it. The transaction's control
 // requests run beside the records' preparation and produces: the
 // partitions are added while the records are prepared, and the watermarks
-// are committed while they are produced. Partitions are written in
-// parallel, each in batches of at most HubBatchBytes.
+// are committed while they are produced. Each partition's records go in
+// batches of at most HubBatchBytes; the batches are sent in rounds, one
+// batch of each partition that still has one per round, each round one
+// produce request per hub partition leader.
 func (w *edgeWriter) write(ctx context.Context, writes []*partWrite, marks map[sourceKey]int64) error {
 	byTopic := make(map[string][]int32)
 	for _, pw := range writes {
@@ -361,7 +363,6 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite, marks map[s
 	}
 	added := make(chan struct{})
 	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(w.h.cfg.ParallelPartitions + 1)
 	eg.Go(func() error {
 		for topic, parts := range byTopic {
 			if err := w.prod.Add(ectx, topic, parts...); err != nil {
@@ -371,45 +372,97 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite, marks map[s
 		close(added)
 		return w.storeWatermarks(ectx, writes, marks)
 	})
-	for _, pw := range writes {
-		single := w.singles[pw.key]
-		eg.Go(func() error {
+	eg.Go(func() error {
+		cuts := make([][]int, len(writes)) // per partition, where each batch ends
+		for j, pw := range writes {
 			pw.records = make([]txn.Record, len(pw.src))
 			for i, r := range pw.src {
 				pw.records[i] = hubRecord(w.edge, r)
 			}
-			select {
-			case <-added:
-			case <-ectx.Done():
-				return ectx.Err() // the control requests failed: theirs is the error
-			}
-			for from := 0; from < len(pw.records); {
-				n, size := 0, 0
-				for from+n < len(pw.records) && !(single && n == 1) {
-					s := txn.RecordSize(&pw.records[from+n])
-					if n > 0 && size+s > w.h.cfg.HubBatchBytes {
-						break
-					}
-					size += s
-					n++
+			cuts[j] = w.batchEnds(pw)
+		}
+		select {
+		case <-added:
+		case <-ectx.Done():
+			return ectx.Err() // the control requests failed: theirs is the error
+		}
+		for round := 0; ; round++ {
+			var (
+				batches []txn.Batch
+				of      []int // index into writes of each batch
+			)
+			for j, pw := range writes {
+				if round >= len(cuts[j]) {
+					continue
 				}
-				start := time.Now()
-				_, err := w.prod.Produce(ectx, pw.dest, pw.key.partition, pw.records[from:from+n])
-				w.h.m.produceDuration.Observe(time.Since(start).Seconds())
-				if err != nil {
-					var te *txn.Error
-					if errors.As(err, &te) {
-						return &batchError{pw: pw, records: pw.records[from : from+n], offsets: pw.offsets[from : from+n],
-							owners: pw.owner[from : from+n], err: te}
-					}
-					return err
+				from := 0
+				if round > 0 {
+					from = cuts[j][round-1]
 				}
-				from += n
+				batches = append(batches, txn.Batch{Topic: pw.dest, Partition: pw.key.partition, Records: pw.records[from:cuts[j][round]]})
+				of = append(of, j)
 			}
-			return nil
+			if len(batches) == 0 {
+				return nil
+			}
+			if err := w.produceRound(ectx, batches, func(i int, be *txn.BatchError) error {
+				j := of[i]
+				pw, from, to := writes[j], 0, cuts[j][round]
+				if round > 0 {
+					from = cuts[j][round-1]
+				}
+				return &batchError{pw: pw, records: pw.records[from:to], offsets: pw.offsets[from:to],
+					owners: pw.owner[from:to], err: be.Err}
+			}); err != nil {
+				return err
+			}
+		}
+	})
+	return eg.Wait()
+}
+
+// produceRound writes one round of batches (each of another partition), at
+// most ParallelPartitions of them in one call of ProduceBatches, the calls
+// side by side. A failed batch's error is made by failed, from its index
+// in batches.
+func (w *edgeWriter) produceRound(ctx context.Context, batches []txn.Batch, failed func(int, *txn.BatchError) error) error {
+	eg, ectx := errgroup.WithContext(ctx)
+	for from := 0; from < len(batches); from += w.h.cfg.ParallelPartitions {
+		to := min(from+w.h.cfg.ParallelPartitions, len(batches))
+		eg.Go(func() error {
+			start := time.Now()
+			_, err := w.prod.ProduceBatches(ectx, batches[from:to])
+			w.h.m.produceDuration.Observe(time.Since(start).Seconds())
+			var be *txn.BatchError
+			if errors.As(err, &be) {
+				return failed(from+be.Index, be)
+			}
+			return err
 		})
 	}
 	return eg.Wait()
+}
+
+// batchEnds cuts a partition's records into batches of at most
+// HubBatchBytes (one record each while the partition is searched for a
+// refused record) and returns where each batch ends.
+func (w *edgeWriter) batchEnds(pw *partWrite) []int {
+	single := w.singles[pw.key]
+	var ends []int
+	for from := 0; from < len(pw.records); {
+		n, size := 0, 0
+		for from+n < len(pw.records) && !(single && n == 1) {
+			s := txn.RecordSize(&pw.records[from+n])
+			if n > 0 && size+s > w.h.cfg.HubBatchBytes {
+				break
+			}
+			size += s
+			n++
+		}
+		from += n
+		ends = append(ends, from)
+	}
+	return ends
 }
 
 // groups splits a chunk by source partition and checks its offsets.

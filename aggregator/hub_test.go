@@ -7,12 +7,14 @@ import (
 	"net/http"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
@@ -148,6 +150,80 @@ func TestHubBatches(t *testing.T) {
 	}
 }
 
+// TestHubProduceRequests: a transaction's batches go in rounds, one batch
+// of each partition per round, each round in one produce request to the
+// (single) hub broker, or in requests of at most --parallel-partitions
+// partitions; every record arrives once and in order.
+func TestHubProduceRequests(t *testing.T) {
+	for _, pp := range []int{8, 2} {
+		t.Run(fmt.Sprintf("parallel-partitions=%d", pp), func(t *testing.T) {
+			hub := newHubCluster(t)
+			var (
+				mu    sync.Mutex
+				sizes []int // partitions in each produce request
+				with  = make(map[int32]int)
+				seen  = make(map[kmsg.Request]bool) // When runs once per partition of a request
+			)
+			h := hub.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "e1.sensors", Observe: true, Count: -1,
+				When: func(r kmsg.Request) bool {
+					mu.Lock()
+					defer mu.Unlock()
+					if seen[r] {
+						return true
+					}
+					seen[r] = true
+					n := 0
+					for _, tp := range r.(*kmsg.ProduceRequest).Topics {
+						for _, p := range tp.Partitions {
+							with[p.Partition]++
+							n++
+						}
+					}
+					sizes = append(sizes, n)
+					return true
+				}})
+			defer h.Remove()
+			s := newTestServer(t, hub, "", func(c *Config) { c.HubBatchBytes = 2048; c.ParallelPartitions = pp })
+			f := newFrameBuilder(t)
+			topics := []wire.Topic{{Name: "sensors", Partitions: 4}}
+			a := s.send(t, "e1", 5, 1, f.frame(chunkOf(1, topics, sensorRecords("sensors", 0, 0, 300),
+				sensorRecords("sensors", 1, 0, 5), sensorRecords("sensors", 2, 0, 5), sensorRecords("sensors", 3, 0, 5))))
+			if a.status != 200 || a.ok.Written != 315 {
+				t.Fatalf("answer %v", a)
+			}
+			got := readHub(t, hub, "e1.sensors")
+			for p, n := range []int64{300, 5, 5, 5} {
+				if o := sourceOffsets(t, got[int32(p)]); fmt.Sprint(o) != fmt.Sprint(seqOffsets(0, n)) {
+					t.Errorf("partition %d holds %v, want 0..%d once each", p, o, n-1)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			rounds := with[0]
+			if rounds < 3 {
+				t.Fatalf("partition 0 went in %d requests; the test needs several batches of it", rounds)
+			}
+			for p := int32(1); p < 4; p++ {
+				if with[p] != 1 {
+					t.Errorf("partition %d (one batch) was in %d produce requests, want 1", p, with[p])
+				}
+			}
+			firstRound := (4 + pp - 1) / pp // requests of the round with all four partitions
+			if len(sizes) != rounds+firstRound-1 {
+				t.Fatalf("produce requests carried %v partitions; want %d requests", sizes, rounds+firstRound-1)
+			}
+			if n := sumInts(sizes[:firstRound]); n != 4 {
+				t.Errorf("the first round's %d requests carried %v partitions, want 4 in all", firstRound, sizes[:firstRound])
+			}
+			for _, n := range sizes {
+				if n > pp {
+					t.Errorf("a produce request carried %d partitions, over --parallel-partitions %d", n, pp)
+				}
+			}
+		})
+	}
+}
+
 // TestHubRefusesRecord: a record the hub refuses for good (larger than the
 // topic's max.message.bytes) is left out and recorded as lost with its
 // offset; the rest of its chunk, before and after it, is written, and so is
@@ -238,4 +314,12 @@ func TestHubTopicDeletedIsRecreated(t *testing.T) {
 	if a.status != 200 || a.ok.Written != 5 {
 		t.Fatalf("seq 2 after the hub topic was deleted: last answer %v", a)
 	}
+}
+
+func sumInts(xs []int) int {
+	n := 0
+	for _, x := range xs {
+		n += x
+	}
+	return n
 }
