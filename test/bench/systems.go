@@ -162,6 +162,16 @@ func startEdgemirror(ctx context.Context, e *env, name string, topics []string, 
 		s.stop(ctx)
 		return nil, err
 	}
+	// The proxy listens on a port the kernel picks, which may be the one
+	// chosen (and released) for the agent's metrics a moment ago.
+	for s.px.Addr() == s.metricsAddr {
+		p, err := freePort()
+		if err != nil {
+			s.stop(ctx)
+			return nil, err
+		}
+		s.metricsAddr = "127.0.0.1:" + strconv.Itoa(p)
+	}
 	args := []string{"agent",
 		"--edge-id", edgeID,
 		"--brokers", e.edgeAddr,
