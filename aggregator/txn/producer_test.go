@@ -497,6 +497,30 @@ func batchesFor(prefix string, parts ...int32) []Batch {
 	return bs
 }
 
+// claimed returns a producer that has claimed id and added parts of "t".
+func (f *fixture) claimed(id string, parts ...int32) *Producer {
+	f.t.Helper()
+	p := f.producer(id)
+	must(f.t, p.Claim(context.Background()))
+	must(f.t, p.Add(context.Background(), "t", parts...))
+	return p
+}
+
+// wantCommitted checks that each partition of "t" holds what batchesFor
+// wrote for it under each prefix, in order, once.
+func (f *fixture) wantCommitted(parts []int32, prefixes ...string) {
+	f.t.Helper()
+	for _, part := range parts {
+		var want []string
+		for _, prefix := range prefixes {
+			want = append(want, fmt.Sprintf("%s%d-0", prefix, part), fmt.Sprintf("%s%d-1", prefix, part))
+		}
+		if got, w := fmt.Sprint(f.committed(part)), fmt.Sprint(want); got != w {
+			f.t.Errorf("partition %d committed %s, want %s", part, got, w)
+		}
+	}
+}
+
 // TestProduceBatchesOneRequestPerLeader: batches for six partitions spread
 // over three brokers go in one produce request per leader, and the next
 // transaction's batches continue each partition's sequence.
@@ -536,11 +560,8 @@ func TestProduceBatchesOneRequestPerLeader(t *testing.T) {
 		if perPart[part] != 2 {
 			t.Errorf("partition %d was in %d produce requests, want 2", part, perPart[part])
 		}
-		want := fmt.Sprintf("[a%d-0 a%d-1 b%d-0 b%d-1]", part, part, part, part)
-		if got := fmt.Sprint(f.committed(part)); got != want {
-			t.Errorf("partition %d committed %s, want %s", part, got, want)
-		}
 	}
+	f.wantCommitted(parts, "a", "b")
 }
 
 // TestProduceBatchesRetriesOnlyUnanswered: one partition of a request
@@ -549,9 +570,7 @@ func TestProduceBatchesOneRequestPerLeader(t *testing.T) {
 func TestProduceBatchesRetriesOnlyUnanswered(t *testing.T) {
 	f := newFixture(t, 1, 3)
 	ctx := context.Background()
-	p := f.producer("edge-a")
-	must(t, p.Claim(ctx))
-	must(t, p.Add(ctx, "t", 0, 1, 2))
+	p := f.claimed("edge-a", 0, 1, 2)
 	h := f.cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Partitions: []int32{1}, Err: kerr.NotLeaderForPartition})
 	defer h.Remove()
 	log, stop := f.observeProduce(1)
@@ -566,12 +585,7 @@ func TestProduceBatchesRetriesOnlyUnanswered(t *testing.T) {
 	if perPart[0] != 1 || perPart[1] != 2 || perPart[2] != 1 {
 		t.Errorf("partitions sent %v times, want 0 and 2 once, 1 twice", perPart)
 	}
-	for _, part := range []int32{0, 1, 2} {
-		want := fmt.Sprintf("[a%d-0 a%d-1]", part, part)
-		if got := fmt.Sprint(f.committed(part)); got != want {
-			t.Errorf("partition %d committed %s, want %s", part, got, want)
-		}
-	}
+	f.wantCommitted([]int32{0, 1, 2}, "a")
 }
 
 // TestProduceBatchesNamesRefusedBatch: the error names the refused batch,
@@ -580,9 +594,7 @@ func TestProduceBatchesRetriesOnlyUnanswered(t *testing.T) {
 func TestProduceBatchesNamesRefusedBatch(t *testing.T) {
 	f := newFixture(t, 1, 3)
 	ctx := context.Background()
-	p := f.producer("edge-a")
-	must(t, p.Claim(ctx))
-	must(t, p.Add(ctx, "t", 0, 1, 2))
+	p := f.claimed("edge-a", 0, 1, 2)
 	h := f.cluster.Fault(
 		kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Partitions: []int32{1}, Err: kerr.RequestTimedOut, Count: -1},
 		kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "t", Partitions: []int32{2}, Err: kerr.MessageTooLarge, Count: -1})
@@ -610,9 +622,7 @@ func TestProduceBatchesNamesRefusedBatch(t *testing.T) {
 func TestProduceBatchesLeaderMoves(t *testing.T) {
 	f := newFixture(t, 3, 3)
 	ctx := context.Background()
-	p := f.producer("edge-a")
-	must(t, p.Claim(ctx))
-	must(t, p.Add(ctx, "t", 0, 1, 2))
+	p := f.claimed("edge-a", 0, 1, 2)
 	_, err := p.ProduceBatches(ctx, batchesFor("a", 0, 1, 2))
 	must(t, err)
 	old := f.cluster.LeaderFor("t", 0)
@@ -620,12 +630,7 @@ func TestProduceBatchesLeaderMoves(t *testing.T) {
 	_, err = p.ProduceBatches(ctx, batchesFor("b", 0, 1, 2))
 	must(t, err)
 	must(t, p.Commit(ctx))
-	for _, part := range []int32{0, 1, 2} {
-		want := fmt.Sprintf("[a%d-0 a%d-1 b%d-0 b%d-1]", part, part, part, part)
-		if got := fmt.Sprint(f.committed(part)); got != want {
-			t.Errorf("partition %d committed %s, want %s", part, got, want)
-		}
-	}
+	f.wantCommitted([]int32{0, 1, 2}, "a", "b")
 }
 
 // findCoordinators observes the FindCoordinator requests for a
@@ -690,12 +695,7 @@ func TestCoordinatorLookedUpOnce(t *testing.T) {
 			if n := count(); n != 2 {
 				t.Errorf("after NOT_COORDINATOR: %d FindCoordinator in all, want 2", n)
 			}
-			for _, part := range []int32{0, 1} {
-				want := fmt.Sprintf("[a%d-0 a%d-1 b%d-0 b%d-1 c%d-0 c%d-1 d%d-0 d%d-1]", part, part, part, part, part, part, part, part)
-				if got := fmt.Sprint(f.committed(part)); got != want {
-					t.Errorf("partition %d committed %s, want %s", part, got, want)
-				}
-			}
+			f.wantCommitted([]int32{0, 1}, "a", "b", "c", "d")
 		})
 	}
 }
