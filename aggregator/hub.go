@@ -373,13 +373,13 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite, marks map[s
 		return w.storeWatermarks(ectx, writes, marks)
 	})
 	eg.Go(func() error {
-		cuts := make([][]int, len(writes)) // per partition, where each batch ends
+		bounds := make([][]int, len(writes)) // per partition, where its batches start and end
 		for j, pw := range writes {
 			pw.records = make([]txn.Record, len(pw.src))
 			for i, r := range pw.src {
 				pw.records[i] = hubRecord(w.edge, r)
 			}
-			cuts[j] = w.batchEnds(pw)
+			bounds[j] = w.batchBounds(pw)
 		}
 		select {
 		case <-added:
@@ -392,25 +392,17 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite, marks map[s
 				of      []int // index into writes of each batch
 			)
 			for j, pw := range writes {
-				if round >= len(cuts[j]) {
-					continue
+				if b := bounds[j]; round+1 < len(b) {
+					batches = append(batches, txn.Batch{Topic: pw.dest, Partition: pw.key.partition, Records: pw.records[b[round]:b[round+1]]})
+					of = append(of, j)
 				}
-				from := 0
-				if round > 0 {
-					from = cuts[j][round-1]
-				}
-				batches = append(batches, txn.Batch{Topic: pw.dest, Partition: pw.key.partition, Records: pw.records[from:cuts[j][round]]})
-				of = append(of, j)
 			}
 			if len(batches) == 0 {
 				return nil
 			}
 			if err := w.produceRound(ectx, batches, func(i int, be *txn.BatchError) error {
-				j := of[i]
-				pw, from, to := writes[j], 0, cuts[j][round]
-				if round > 0 {
-					from = cuts[j][round-1]
-				}
+				pw, b := writes[of[i]], bounds[of[i]]
+				from, to := b[round], b[round+1]
 				return &batchError{pw: pw, records: pw.records[from:to], offsets: pw.offsets[from:to],
 					owners: pw.owner[from:to], err: be.Err}
 			}); err != nil {
@@ -443,12 +435,12 @@ func (w *edgeWriter) produceRound(ctx context.Context, batches []txn.Batch, fail
 	return eg.Wait()
 }
 
-// batchEnds cuts a partition's records into batches of at most
+// batchBounds cuts a partition's records into batches of at most
 // HubBatchBytes (one record each while the partition is searched for a
-// refused record) and returns where each batch ends.
-func (w *edgeWriter) batchEnds(pw *partWrite) []int {
+// refused record): batch i is records[bounds[i]:bounds[i+1]].
+func (w *edgeWriter) batchBounds(pw *partWrite) []int {
 	single := w.singles[pw.key]
-	var ends []int
+	ends := []int{0}
 	for from := 0; from < len(pw.records); {
 		n, size := 0, 0
 		for from+n < len(pw.records) && !(single && n == 1) {
