@@ -63,8 +63,8 @@ const (
 	// DefaultFleetRefresh is how often the fleet topics are read back, so
 	// that what other aggregators received shows here too.
 	DefaultFleetRefresh = 2 * time.Second
-	// DefaultParallelPartitions bounds how many hub partitions one produce
-	// request carries; a transaction over more sends several side by side.
+	// DefaultParallelPartitions bounds how many partitions of one
+	// transaction are produced at once (in one produce request per leader).
 	DefaultParallelPartitions = 8
 	// DefaultCheckpointTopic is the compacted hub topic that keeps the
 	// latest translated checkpoint per (edge, group, partition).

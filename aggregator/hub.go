@@ -413,26 +413,26 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite, marks map[s
 	return eg.Wait()
 }
 
-// produceRound writes one round of batches (each of another partition), at
-// most ParallelPartitions of them in one call of ProduceBatches, the calls
-// side by side. A failed batch's error is made by failed, from its index
-// in batches.
+// produceRound writes one round of batches (each of another partition),
+// at most ParallelPartitions of them in one call of ProduceBatches, the
+// calls one after another, so that no more than that many partitions are
+// produced at once. A failed batch's error is made by failed, from its
+// index in batches.
 func (w *edgeWriter) produceRound(ctx context.Context, batches []txn.Batch, failed func(int, *txn.BatchError) error) error {
-	eg, ectx := errgroup.WithContext(ctx)
 	for from := 0; from < len(batches); from += w.h.cfg.ParallelPartitions {
 		to := min(from+w.h.cfg.ParallelPartitions, len(batches))
-		eg.Go(func() error {
-			start := time.Now()
-			_, err := w.prod.ProduceBatches(ectx, batches[from:to])
-			w.h.m.produceDuration.Observe(time.Since(start).Seconds())
-			var be *txn.BatchError
-			if errors.As(err, &be) {
-				return failed(from+be.Index, be)
-			}
+		start := time.Now()
+		_, err := w.prod.ProduceBatches(ctx, batches[from:to])
+		w.h.m.produceDuration.Observe(time.Since(start).Seconds())
+		var be *txn.BatchError
+		if errors.As(err, &be) {
+			return failed(from+be.Index, be)
+		}
+		if err != nil {
 			return err
-		})
+		}
 	}
-	return eg.Wait()
+	return nil
 }
 
 // batchBounds cuts a partition's records into batches of at most

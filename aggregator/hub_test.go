@@ -153,7 +153,7 @@ func TestHubBatches(t *testing.T) {
 // TestHubProduceRequests: a transaction's batches go in rounds, one batch
 // of each partition per round, each round in one produce request to the
 // (single) hub broker, or in requests of at most --parallel-partitions
-// partitions; every record arrives once and in order.
+// partitions one after another; every record arrives once and in order.
 func TestHubProduceRequests(t *testing.T) {
 	for _, pp := range []int{8, 2} {
 		t.Run(fmt.Sprintf("parallel-partitions=%d", pp), func(t *testing.T) {

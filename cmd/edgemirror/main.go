@@ -463,7 +463,7 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cmd.duration(&cfg.TransactionTimeout, "transaction-timeout", "hub transaction timeout: how long the hub keeps a vanished aggregator's transaction open before aborting it (at most the hub's transaction.max.timeout.ms)")
 	cmd.intv(&cfg.MaxGroupChunks, "max-group-chunks", "most chunks of one edge committed in one hub transaction (group commit)")
 	cmd.duration(&cfg.GroupLinger, "group-linger", "how long a busy edge's next hub transaction waits for more of its chunks (fewer, larger transactions); an edge that was idle never waits; 0 never waits")
-	cmd.intv(&cfg.ParallelPartitions, "parallel-partitions", "most hub partitions in one produce request; a transaction over more partitions sends several requests side by side")
+	cmd.intv(&cfg.ParallelPartitions, "parallel-partitions", "hub partitions produced at once, in one produce request per partition leader")
 	cmd.section("Consumer group checkpoints")
 	cmd.str(&cfg.CheckpointTopic, "checkpoint-topic", "compacted hub topic that keeps the latest translated checkpoint per edge, group and partition")
 	cmd.boolv(&cfg.SyncGroupOffsets, "sync-group-offsets", "also commit translated checkpoints to the same group on the hub, only while it has no active members, never backwards")
