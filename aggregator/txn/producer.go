@@ -358,10 +358,12 @@ type partAnswer struct {
 }
 
 // sendBatches sends the pending batches, one produce request per partition
-// leader as the client's metadata has them, the requests side by side. An
-// error is one no partition answered; a stale leader shows as a per-batch
+// leader as the client's metadata has them, the requests side by side, and
+// returns each batch's answer: a request without an answer gives each of
+// its batches the transport's error. A stale leader shows as a per-batch
 // NOT_LEADER_OR_FOLLOWER or a refusal of the request to mix partitions of
-// two leaders, both retried with fresh metadata.
+// two leaders, both retried with fresh metadata. The error is the
+// metadata lookup's.
 func (p *Producer) sendBatches(ctx context.Context, batches []Batch, enc [][]byte, pending []int) ([]partAnswer, error) {
 	leaders, err := p.leaders(ctx, batches, pending)
 	if err != nil {
@@ -379,7 +381,6 @@ func (p *Producer) sendBatches(ctx context.Context, batches []Batch, enc [][]byt
 	var (
 		mu      sync.Mutex
 		answers []partAnswer
-		first   error
 		wg      sync.WaitGroup
 	)
 	for _, l := range order {
@@ -393,18 +394,12 @@ func (p *Producer) sendBatches(ctx context.Context, batches []Batch, enc [][]byt
 				for _, i := range idx { // no answer: every batch of it is pending still
 					answers = append(answers, partAnswer{index: i, err: err})
 				}
-				if first == nil {
-					first = err
-				}
 				return
 			}
 			answers = append(answers, a...)
 		}(byLeader[l])
 	}
 	wg.Wait()
-	if len(order) == 1 && first != nil {
-		return nil, first
-	}
 	return answers, nil
 }
 
