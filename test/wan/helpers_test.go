@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -122,31 +125,55 @@ const busyLag = 5 * time.Millisecond
 // measureTiming runs a timing measurement, f, which returns an error when what
 // it measured is out of tolerance. A host starved of CPU (other test suites,
 // fuzzers, a laptop on battery) makes any userspace emulator late, so while f
-// runs, a probe measures how late this process's timers fire. An out-of-
+// runs, two probes measure how busy the host is: how late this process's
+// timers fire, and how long runnable tasks waited for a CPU (the kernel's CPU
+// pressure, where it has one). The timer probe alone cannot see a stall of the
+// one thread the proxy runs on while the probe's thread runs. An out-of-
 // tolerance result on a responsive host fails the test; on a busy host the
 // measurement is repeated, and after three busy attempts the test is skipped
-// with what was measured.
+// with what was measured. A round trip shorter than the link's RTT fails
+// the test at once: no load makes the emulation early.
 func measureTiming(t *testing.T, f func(t *testing.T) error) {
 	t.Helper()
 	const attempts = 3
 	for i := 1; ; i++ {
 		var err error
-		lag := watchLag(func() { err = f(t) })
+		busy := watchBusy(func() { err = f(t) })
 		switch {
 		case err == nil:
 			return
-		case lag < busyLag:
-			t.Fatalf("%v (host responsive: timers at most %s late)", err, lag)
+		case errors.Is(err, errEarly) || !busy.busy():
+			t.Fatalf("%v (host responsive: %s)", err, busy)
 		case i == attempts:
-			t.Skipf("host too busy to measure in %d attempts (timers up to %s late); last: %v", attempts, lag, err)
+			t.Skipf("host too busy to measure in %d attempts (%s); last: %v", attempts, busy, err)
 		}
-		t.Logf("attempt %d not conclusive, timers up to %s late: %v", i, lag, err)
+		t.Logf("attempt %d not conclusive (%s): %v", i, busy, err)
 	}
 }
 
-// watchLag runs f while a probe measures by how much a 1 ms timer fires late,
-// and returns the worst lateness seen.
-func watchLag(f func()) time.Duration {
+// errEarly marks a measurement that found the emulation faster than its link.
+var errEarly = errors.New("faster than the link")
+
+// busyness is what the probes of watchBusy saw.
+type busyness struct {
+	timerLag time.Duration // worst lateness of a 1 ms timer
+	// cpuWait is how long at least one runnable task waited for a CPU
+	// (/proc/pressure/cpu "some"); -1 where the kernel does not say.
+	cpuWait time.Duration
+}
+
+func (b busyness) busy() bool { return b.timerLag >= busyLag || b.cpuWait >= busyLag }
+
+func (b busyness) String() string {
+	if b.cpuWait < 0 {
+		return fmt.Sprintf("timers at most %s late, CPU pressure unknown", b.timerLag)
+	}
+	return fmt.Sprintf("timers at most %s late, tasks waited %s for a CPU", b.timerLag, b.cpuWait)
+}
+
+// watchBusy runs f while a probe measures by how much a 1 ms timer fires late,
+// and reads the CPU pressure before and after.
+func watchBusy(f func()) busyness {
 	const tick = time.Millisecond
 	done := make(chan struct{})
 	var worst time.Duration
@@ -165,8 +192,35 @@ func watchLag(f func()) time.Duration {
 			}
 		}
 	})
+	before, okBefore := cpuPressure()
 	f()
+	after, okAfter := cpuPressure()
 	close(done)
 	wg.Wait()
-	return worst
+	b := busyness{timerLag: worst, cpuWait: -1}
+	if okBefore && okAfter {
+		b.cpuWait = after - before
+	}
+	return b
+}
+
+// cpuPressure returns the kernel's running total of time in which at least one
+// runnable task waited for a CPU (PSI, Linux 4.20 and later), and false where
+// there is none to read.
+func cpuPressure() (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/pressure/cpu")
+	if err != nil {
+		return 0, false
+	}
+	// some avg10=0.00 avg60=0.00 avg300=0.00 total=12345
+	line, _, _ := strings.Cut(string(b), "\n")
+	_, total, ok := strings.Cut(line, "total=")
+	if !strings.HasPrefix(line, "some ") || !ok {
+		return 0, false
+	}
+	us, err := strconv.ParseInt(strings.TrimSpace(total), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return time.Duration(us) * time.Microsecond, true
 }

@@ -287,14 +287,17 @@ func pingPong(t *testing.T, c net.Conn, rounds int) []time.Duration {
 }
 
 // checkRTTs logs round trips and reports those further than latencyTolerance
-// from want.
+// from want; one too short is errEarly.
 func checkRTTs(t *testing.T, what string, rtts []time.Duration, want time.Duration) error {
 	t.Helper()
 	sorted := slices.Sorted(slices.Values(rtts))
 	lo, hi := sorted[0], sorted[len(sorted)-1]
 	t.Logf("%s: %d round trips: min %s median %s max %s (error %+.1fms..%+.1fms)",
 		what, len(rtts), lo, sorted[len(sorted)/2], hi, ms(lo-want), ms(hi-want))
-	if lo < want-latencyTolerance || hi > want+latencyTolerance {
+	switch {
+	case lo < want-latencyTolerance:
+		return fmt.Errorf("%s: round trips %s..%s, want %s ±%s: %w", what, lo, hi, want, latencyTolerance, errEarly)
+	case hi > want+latencyTolerance:
 		return fmt.Errorf("%s: round trips %s..%s, want %s ±%s", what, lo, hi, want, latencyTolerance)
 	}
 	return nil
