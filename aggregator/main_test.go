@@ -93,6 +93,9 @@ func newTestServer(t testing.TB, hub brokers, stateDir string, mutate func(*Conf
 	hs := httptest.NewServer(srv.routes())
 	httpTr := &http.Transport{}
 	t.Cleanup(func() {
+		// As at shutdown: waiting chunks and lingering transactions
+		// stop waiting, then the requests and hub writers finish.
+		close(srv.stopping)
 		httpTr.CloseIdleConnections()
 		hs.Close()
 		srv.inflight.Wait()
