@@ -43,7 +43,10 @@ type edgeState struct {
 	pending map[uint64]*pendingChunk
 	arrived chan struct{} // a chunk was added to pending (capacity 1, never blocks)
 	running bool          // a runner is applying this edge's chunks
-	writer  *edgeWriter   // used by the runner only
+	// lingering: the runner waits (--group-linger) for more chunks before
+	// it takes the ready ones.
+	lingering bool
+	writer    *edgeWriter // used by the runner only
 }
 
 // pendingChunk is a chunk waiting for its turn or being applied. Once
@@ -328,13 +331,16 @@ func (s *server) sequence(ctx context.Context, es *edgeState, epoch, floor uint6
 			return pc.res, pc.err
 		case <-timer.C:
 			es.mu.Lock()
-			if !pc.taken {
+			if !pc.taken && !inOrder(es, c.Seq) {
 				s.dropPending(es, pc)
 				next := es.next
 				es.mu.Unlock()
 				return nil, errUnavailable(fmt.Sprintf("chunk %d arrived ahead of chunk %d; send that one first", c.Seq, next), 1)
 			}
-			es.mu.Unlock() // being applied: wait for the outcome
+			// Being applied, or ready and waiting for its group
+			// (--group-linger, at most a second): wait for the outcome.
+			es.mu.Unlock()
+			timer.Reset(s.cfg.OrderWait)
 		case <-s.stopping:
 			es.mu.Lock()
 			if !pc.taken {
@@ -376,6 +382,20 @@ func (s *server) ready(es *edgeState) []*pendingChunk {
 	return out
 }
 
+// inOrder reports whether the chunk seq is not ahead of its turn: applied
+// before (a re-send), or behind only chunks that are pending. es.mu is held.
+func inOrder(es *edgeState, seq uint64) bool {
+	if es.next == 0 {
+		return false
+	}
+	for q := es.next; q < seq; q++ {
+		if es.pending[q] == nil {
+			return false
+		}
+	}
+	return true
+}
+
 // readySet is what ready would take, without taking it. es.mu is held.
 func (s *server) readySet(es *edgeState) []*pendingChunk {
 	var out []*pendingChunk
@@ -413,9 +433,15 @@ func (s *server) linger(es *edgeState) {
 	start := time.Now()
 	t := time.NewTimer(s.cfg.GroupLinger)
 	defer t.Stop()
+	defer func() {
+		es.mu.Lock()
+		es.lingering = false
+		es.mu.Unlock()
+	}()
 	for waited := false; ; waited = true {
 		es.mu.Lock()
 		n := len(s.readySet(es))
+		es.lingering = n > 0 && n < s.cfg.MaxGroupChunks
 		es.mu.Unlock()
 		if n == 0 || n >= s.cfg.MaxGroupChunks {
 			if waited {

@@ -3,6 +3,7 @@ package aggregator
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -698,18 +699,12 @@ func TestGroupLingerGathersChunks(t *testing.T) {
 		}()
 	}
 	pending := func(n int) func() error {
-		return func() error {
-			es, err := s.edge("e1")
-			if err != nil {
-				return err
-			}
-			es.mu.Lock()
-			defer es.mu.Unlock()
+		return edgeStateIs(s, "e1", func(es *edgeState) error {
 			if len(es.pending) != n {
 				return fmt.Errorf("%d chunks pending, want %d", len(es.pending), n)
 			}
 			return nil
-		}
+		})
 	}
 	send(1)
 	select {
@@ -723,6 +718,12 @@ func TestGroupLingerGathersChunks(t *testing.T) {
 	close(release)
 	// Chunk 1 is answered; 2 and 3 wait for a full group.
 	testkit.Eventually(t, 20*time.Second, "chunk 1 answered, 2 and 3 lingering", pending(2))
+	testkit.Eventually(t, 20*time.Second, "the runner lingers", edgeStateIs(s, "e1", func(es *edgeState) error {
+		if !es.lingering {
+			return errors.New("not lingering")
+		}
+		return nil
+	}))
 	if n, _ := histogram(t, s.m.txnChunks); n != 1 {
 		t.Fatalf("%d transactions before the group was full, want 1", n)
 	}
@@ -742,6 +743,12 @@ func TestGroupLingerGathersChunks(t *testing.T) {
 	}
 
 	// The edge is idle now: its next chunk is written at once.
+	testkit.Eventually(t, 20*time.Second, "the runner finished", edgeStateIs(s, "e1", func(es *edgeState) error {
+		if es.running {
+			return errors.New("still running")
+		}
+		return nil
+	}))
 	send(6)
 	wg.Wait()
 	if a := answers[6]; a.status != http.StatusOK || a.ok.Written != 10 {
@@ -752,5 +759,71 @@ func TestGroupLingerGathersChunks(t *testing.T) {
 	}
 	if got := sourceOffsets(t, readHub(t, hub, "e1.sensors")[0]); fmt.Sprint(got) != fmt.Sprint(seqOffsets(0, 60)) {
 		t.Errorf("hub holds %v, want 0..59 once each, in order", got)
+	}
+}
+
+// edgeStateIs returns a poll of ok on the edge's state, under its lock.
+func edgeStateIs(s *testServer, edge string, ok func(*edgeState) error) func() error {
+	return func() error {
+		es, err := s.edge(edge)
+		if err != nil {
+			return err
+		}
+		es.mu.Lock()
+		defer es.mu.Unlock()
+		return ok(es)
+	}
+}
+
+// TestLingeringChunkIsNotAhead checks that a chunk in its turn, waiting for
+// its group to fill for longer than --order-wait, is written when the linger
+// ends: --order-wait is for chunks that arrived before their predecessor.
+func TestLingeringChunkIsNotAhead(t *testing.T) {
+	hub := newHubCluster(t)
+	s := newTestServer(t, hub, "", func(c *Config) {
+		c.MaxGroupChunks = 4
+		c.OrderWait = 100 * time.Millisecond
+		c.GroupLinger = time.Second
+	})
+	f := newFrameBuilder(t)
+	topics := []wire.Topic{{Name: "sensors", Partitions: 1}}
+	held, release := holdNextCommit(hub)
+	answers := make(chan answer, 2)
+	send := func(seq uint64) {
+		frame := f.frame(chunkOf(seq, topics, sensorRecords("sensors", 0, int64(seq-1)*10, 10)))
+		go func() {
+			a, err := s.trySend("e1", 1, 1, frame)
+			if err != nil {
+				t.Error(err)
+			}
+			answers <- a
+		}()
+	}
+	send(1)
+	select {
+	case <-held:
+	case <-time.After(20 * time.Second):
+		t.Fatal("chunk 1's transaction never committed")
+	}
+	send(2) // in its turn, behind chunk 1 being applied
+	testkit.Eventually(t, 20*time.Second, "chunk 2 waits", edgeStateIs(s, "e1", func(es *edgeState) error {
+		if es.pending[2] == nil {
+			return errors.New("chunk 2 not pending")
+		}
+		return nil
+	}))
+	close(release)
+	for range 2 {
+		select {
+		case a := <-answers:
+			if a.status != http.StatusOK || a.ok.Written != 10 {
+				t.Errorf("answer %v, want 200 with 10 written", a)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("no answer")
+		}
+	}
+	if n, sum := histogram(t, s.m.groupLinger); n != 1 || sum < 0.9 {
+		t.Errorf("%d lingers of %.3fs in all, want 1 of about 1s (a group of one never fills)", n, sum)
 	}
 }
