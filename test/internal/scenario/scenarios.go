@@ -265,7 +265,10 @@ func BrokerRestart(t *testing.T, clusters Clusters, kill, restart func(context.C
 	if err := kill(e.Ctx); err != nil {
 		t.Fatal(err)
 	}
-	testkit.Eventually(t, 30*time.Second, "agent notices the outage", func() error {
+	// With the hub down, the aggregator keeps retrying a transaction for
+	// its --hub-timeout (30 s) before it answers the agent's chunk 503:
+	// the agent sees its first send error up to that long after the kill.
+	testkit.Eventually(t, 90*time.Second, "agent notices the outage", func() error {
 		m := e.Agent.Metrics(e.Ctx)
 		if m["edgemirror_agent_fetch_errors_total"]+m["edgemirror_agent_chunk_send_errors_total"] == 0 {
 			return fmt.Errorf("no error seen yet")
