@@ -131,8 +131,9 @@ const busyLag = 5 * time.Millisecond
 // one thread the proxy runs on while the probe's thread runs. An out-of-
 // tolerance result on a responsive host fails the test; on a busy host the
 // measurement is repeated, and after three busy attempts the test is skipped
-// with what was measured. A round trip shorter than the link's RTT fails
-// the test at once: no load makes the emulation early.
+// with what was measured. A measurement that found the emulation early
+// (errEarly: a round trip shorter than the link's RTT by more than the
+// tolerance) fails the test at once: no load makes the emulation early.
 func measureTiming(t *testing.T, f func(t *testing.T) error) {
 	t.Helper()
 	const attempts = 3
