@@ -42,10 +42,11 @@
 // concurrently with anything else.
 //
 // kafka-go's Client looks the coordinator up (FindCoordinator) before every
-// transactional request. AddPartitionsToTxn and EndTxn, which are on every
-// transaction's critical path, are sent here to the coordinator found once
-// instead, and it is looked up again after an answer or a failure that says
-// it moved (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, no answer at all).
+// transactional or group request. AddPartitionsToTxn, AddOffsetsToTxn and
+// EndTxn are sent here to the transaction coordinator found once instead,
+// and TxnOffsetCommit to the group coordinator found once; each is looked
+// up again after an answer or a failure that says it moved (NOT_COORDINATOR,
+// COORDINATOR_NOT_AVAILABLE, no answer at all).
 //
 // The batches are encoded here (record batch v2) rather than with kafka-go's
 // RecordSet, whose writer hard-codes producer id, epoch and sequence to -1.

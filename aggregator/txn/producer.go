@@ -41,9 +41,8 @@ type Producer struct {
 	added   map[tp]bool
 	groups  map[string]bool // consumer groups whose offsets are in the transaction
 	dirty   bool            // something was added since the last commit
-	// coord is the transaction coordinator's broker id, if coordKnown.
-	coord      int32
-	coordKnown bool
+	// coords are the broker ids of the coordinators found last.
+	coords map[coordKey]int32
 }
 
 type tp struct {
@@ -65,7 +64,8 @@ func New(cfg Config) (*Producer, error) {
 	if cfg.RetryFor <= 0 {
 		cfg.RetryFor = 30 * time.Second
 	}
-	return &Producer{cfg: cfg, seqs: make(map[tp]int32), added: make(map[tp]bool), groups: make(map[string]bool)}, nil
+	return &Producer{cfg: cfg, seqs: make(map[tp]int32), added: make(map[tp]bool), groups: make(map[string]bool),
+		coords: make(map[coordKey]int32)}, nil
 }
 
 // TransactionalID returns the id this producer writes under.
@@ -583,13 +583,7 @@ func (p *Producer) addGroup(ctx context.Context, group string) error {
 		return nil
 	}
 	err = p.retry(ctx, func() error {
-		res, err := p.cfg.Client.AddOffsetsToTxn(ctx, &kafka.AddOffsetsToTxnRequest{
-			TransactionalID: p.cfg.TransactionalID, ProducerID: int(pid), ProducerEpoch: int(epoch), GroupID: group,
-		})
-		if err == nil && res.Error != nil {
-			err = res.Error
-		}
-		return err
+		return p.addOffsets(ctx, pid, epoch, group)
 	})
 	if err != nil {
 		p.unclaim()
@@ -616,21 +610,7 @@ func (p *Producer) CommitOffsets(ctx context.Context, group string, offsets map[
 		return err
 	}
 	err = p.retry(ctx, func() error {
-		res, err := p.cfg.Client.TxnOffsetCommit(ctx, &kafka.TxnOffsetCommitRequest{
-			TransactionalID: p.cfg.TransactionalID, GroupID: group, ProducerID: int(pid), ProducerEpoch: int(epoch),
-			GenerationID: -1, Topics: offsets,
-		})
-		if err != nil {
-			return err
-		}
-		for _, ps := range res.Topics {
-			for _, pr := range ps {
-				if pr.Error != nil {
-					return pr.Error
-				}
-			}
-		}
-		return nil
+		return p.txnOffsetCommit(ctx, pid, epoch, group, offsets)
 	})
 	if err != nil {
 		p.unclaim()

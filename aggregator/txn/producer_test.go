@@ -633,20 +633,21 @@ func TestProduceBatchesLeaderMoves(t *testing.T) {
 	f.wantCommitted([]int32{0, 1, 2}, "a", "b")
 }
 
-// findCoordinators observes the FindCoordinator requests for a
-// transactional id.
-func (f *fixture) findCoordinators(id string) (count func() int, stop func()) {
+// findCoordinators observes the FindCoordinator requests that match
+// fault (its Keys and Observe are set here).
+func (f *fixture) findCoordinators(match kfake.Fault) (count func() int, stop func()) {
 	var (
 		mu   sync.Mutex
 		seen = make(map[kmsg.Request]bool)
 	)
-	h := f.cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.FindCoordinator}, TxnID: id, Observe: true, Count: -1,
-		When: func(r kmsg.Request) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			seen[r] = true
-			return true
-		}})
+	match.Keys, match.Observe, match.Count = []kmsg.Key{kmsg.FindCoordinator}, true, -1
+	match.When = func(r kmsg.Request) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[r] = true
+		return true
+	}
+	h := f.cluster.Fault(match)
 	return func() int {
 		mu.Lock()
 		defer mu.Unlock()
@@ -671,7 +672,7 @@ func TestCoordinatorLookedUpOnce(t *testing.T) {
 			ctx := context.Background()
 			p := f.producer("edge-a")
 			must(t, p.Claim(ctx))
-			count, stop := f.findCoordinators("edge-a")
+			count, stop := f.findCoordinators(kfake.Fault{TxnID: "edge-a"})
 			defer stop()
 			txn := func(prefix string) {
 				t.Helper()
@@ -696,6 +697,69 @@ func TestCoordinatorLookedUpOnce(t *testing.T) {
 				t.Errorf("after NOT_COORDINATOR: %d FindCoordinator in all, want 2", n)
 			}
 			f.wantCommitted([]int32{0, 1}, "a", "b", "c", "d")
+		})
+	}
+}
+
+// TestCommitOffsetsCoordinatorsLookedUpOnce: AddOffsetsToTxn goes straight
+// to the transaction coordinator and TxnOffsetCommit to the group
+// coordinator, each found once over several transactions; after either
+// answers NOT_COORDINATOR its coordinator is looked up again, and the
+// group's offsets are those the last transaction committed.
+func TestCommitOffsetsCoordinatorsLookedUpOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		fault     kfake.Fault
+		txn, cons int // FindCoordinator requests after the fault
+	}{
+		{"AddOffsetsToTxn", kfake.Fault{Keys: []kmsg.Key{kmsg.AddOffsetsToTxn}, Err: kerr.NotCoordinator}, 2, 1},
+		{"TxnOffsetCommit", kfake.Fault{Keys: []kmsg.Key{kmsg.TxnOffsetCommit}, Err: kerr.NotCoordinator}, 1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, 3, 2)
+			ctx := context.Background()
+			p := f.producer("edge-a")
+			must(t, p.Claim(ctx))
+			txnFinds, stopTxn := f.findCoordinators(kfake.Fault{TxnID: "edge-a"})
+			defer stopTxn()
+			groupFinds, stopGroup := f.findCoordinators(kfake.Fault{Group: "edge-a"})
+			defer stopGroup()
+			txn := func(i int) {
+				t.Helper()
+				must(t, p.Add(ctx, "t", 0, 1))
+				must(t, p.CommitOffsets(ctx, "edge-a", map[string][]kafka.TxnOffsetCommit{
+					"t": {{Partition: 0, Offset: int64(10 * i), Metadata: fmt.Sprintf("m%d", i)}, {Partition: 1, Offset: int64(10*i + 1)}}}))
+				_, err := p.ProduceBatches(ctx, batchesFor(fmt.Sprint(i), 0, 1))
+				must(t, err)
+				must(t, p.Commit(ctx))
+			}
+			for i := 1; i <= 3; i++ {
+				txn(i)
+			}
+			if n, m := txnFinds(), groupFinds(); n != 1 || m != 1 {
+				t.Errorf("three transactions looked up the transaction coordinator %d times and the group's %d times, want 1 and 1", n, m)
+			}
+			h := f.cluster.Fault(tc.fault)
+			defer h.Remove()
+			txn(4)
+			if h.Hits() != 1 {
+				t.Fatalf("NOT_COORDINATOR fault hit %d times, want 1", h.Hits())
+			}
+			if n, m := txnFinds(), groupFinds(); n != tc.txn || m != tc.cons {
+				t.Errorf("after NOT_COORDINATOR: transaction coordinator looked up %d times, group's %d; want %d and %d", n, m, tc.txn, tc.cons)
+			}
+			offs, err := kadm.NewClient(f.kgo()).FetchOffsets(ctx, "edge-a")
+			must(t, err)
+			for part, want := range map[int32]struct {
+				at int64
+				md string
+			}{0: {40, "m4"}, 1: {41, ""}} {
+				got, ok := offs.Lookup("t", part)
+				if !ok || got.Err != nil || got.At != want.at || got.Metadata != want.md {
+					t.Errorf("group offset of t/%d: %+v (found %v), want %d %q", part, got, ok, want.at, want.md)
+				}
+			}
+			f.wantCommitted([]int32{0, 1}, "1", "2", "3", "4")
 		})
 	}
 }

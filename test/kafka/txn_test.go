@@ -51,6 +51,14 @@ func TestTransactionalProducerOnRealBroker(t *testing.T) {
 	if _, err := old.Produce(ctx, topic, 0, txnRecords("a", 3)); err != nil {
 		t.Fatalf("produce: %v", err)
 	}
+	// The group offsets a transaction commits (the hub writer's stored
+	// watermarks): only committed transactions' offsets take effect.
+	commitOffsets := func(p *txn.Producer, off int64) error {
+		return p.CommitOffsets(ctx, topic, map[string][]kafka.TxnOffsetCommit{topic: {{Partition: 0, Offset: off, Metadata: fmt.Sprint("m", off)}}})
+	}
+	if err := commitOffsets(old, 3); err != nil {
+		t.Fatalf("commit offsets: %v", err)
+	}
 	if err := old.Commit(ctx); err != nil {
 		t.Fatalf("commit: %v", err)
 	}
@@ -59,6 +67,9 @@ func TestTransactionalProducerOnRealBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := old.Produce(ctx, topic, 0, txnRecords("zombie", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := commitOffsets(old, 100); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -87,6 +98,9 @@ func TestTransactionalProducerOnRealBroker(t *testing.T) {
 	if lso.Topics[topic][0].LastOffset != hw.Topics[topic][0].LastOffset {
 		t.Errorf("an aborted transaction still holds the last stable offset back after the claim returned")
 	}
+	if offs := groupOffsets(t, ctx, cl, topic, 3); len(offs) != 1 || offs[0].CommittedOffset != 3 {
+		t.Errorf("group offsets after the zombie's transaction was aborted: %+v, want offset 3 (the aborted 100 never)", offs)
+	}
 	err = old.Commit(ctx)
 	t.Logf("zombie commit (EndTxn with the fenced epoch): %v", err)
 	if !errors.Is(err, txn.ErrFenced) {
@@ -112,6 +126,9 @@ func TestTransactionalProducerOnRealBroker(t *testing.T) {
 	if _, err := third.Produce(ctx, topic, 0, txnRecords("b", 2)); err != nil {
 		t.Fatal(err)
 	}
+	if err := commitOffsets(third, 5); err != nil {
+		t.Fatal(err)
+	}
 	if err := third.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +137,28 @@ func TestTransactionalProducerOnRealBroker(t *testing.T) {
 	got := readStable(t, ctx, cl, topic, 0)
 	if fmt.Sprint(got) != "[a0 a1 a2 b0 b1]" {
 		t.Errorf("read_committed read %v, want the committed records only", got)
+	}
+	offs := groupOffsets(t, ctx, cl, topic, 5)
+	t.Logf("group offsets after the third owner's commit: %+v", offs)
+	if len(offs) != 1 || offs[0].CommittedOffset != 5 || offs[0].Metadata != "m5" || offs[0].Error != nil {
+		t.Errorf("group offsets %+v, want offset 5 with metadata m5", offs)
+	}
+}
+
+// groupOffsets reads the offset of partition 0 of topic that group topic
+// committed, polling for up to 10 s until it is want: the offsets of a
+// committed transaction take effect once its marker is written.
+func groupOffsets(t *testing.T, ctx context.Context, cl *kafka.Client, topic string, want int64) []kafka.OffsetFetchPartition {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		res, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: topic, Topics: map[string][]int{topic: {0}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		offs := res.Topics[topic]
+		if (len(offs) == 1 && offs[0].CommittedOffset == want) || time.Now().After(deadline) {
+			return offs
+		}
 	}
 }
 
