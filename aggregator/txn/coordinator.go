@@ -262,14 +262,14 @@ func (p *Producer) addOffsets(ctx context.Context, pid int64, epoch int16, group
 func (p *Producer) txnOffsetCommit(ctx context.Context, pid int64, epoch int16, group string,
 	offsets map[string][]kafka.TxnOffsetCommit) error {
 	topics := make([]txnoffsetcommit.RequestTopic, 0, len(offsets))
-	want := 0
+	want := make(map[tp]bool)
 	for topic, parts := range offsets {
 		t := txnoffsetcommit.RequestTopic{Name: topic, Partitions: make([]txnoffsetcommit.RequestPartition, len(parts))}
 		for i, o := range parts {
 			t.Partitions[i] = txnoffsetcommit.RequestPartition{Partition: int32(o.Partition), CommittedOffset: o.Offset,
 				CommittedLeaderEpoch: -1, CommittedMetadata: o.Metadata}
+			want[tp{topic, int32(o.Partition)}] = true
 		}
-		want += len(parts)
 		topics = append(topics, t)
 	}
 	return p.toCoordinator(ctx, groupCoordinator(group), func(id int32) protocol.Message {
@@ -280,17 +280,19 @@ func (p *Producer) txnOffsetCommit(ctx context.Context, pid int64, epoch int16, 
 		if !ok {
 			return fmt.Errorf("commit offsets: unexpected answer %T", m)
 		}
-		answered := 0
+		answered := make(map[tp]bool, len(want))
 		for _, t := range res.Topics {
 			for _, pr := range t.Partitions {
 				if pr.ErrorCode != 0 {
 					return kafka.Error(pr.ErrorCode)
 				}
-				answered++
+				answered[tp{t.Name, pr.Partition}] = true
 			}
 		}
-		if answered != want {
-			return fmt.Errorf("commit offsets: %d of %d partitions answered", answered, want)
+		for k := range want {
+			if !answered[k] {
+				return fmt.Errorf("commit offsets: no answer for %s/%d", k.topic, k.partition)
+			}
 		}
 		return nil
 	})
