@@ -151,71 +151,105 @@ func newHubClient(brokers string) (*hubClient, error) {
 
 func (h *hubClient) close() { h.cl.Close() }
 
-// count is the sum of the end offsets of topic (0 while it does not exist).
-func (h *hubClient) count(ctx context.Context, topic string) (int64, error) {
+// committedCount is what a read_committed consumer of topic may read now:
+// the sum of its partitions' last stable offsets (0 while it does not
+// exist), those offsets, and whether every partition's last stable offset
+// is its end offset (no transaction open, nothing appended but not yet
+// visible).
+//
+// Offsets count records plus transaction markers (one per transaction and
+// partition), so a transactional writer's count can reach a record count a
+// few records early; waitCount waits for settled as well, and verify's
+// lastData tells afterwards whether the count was reached early
+// (checkCommitted).
+func (h *hubClient) committedCount(ctx context.Context, topic string) (n int64, stable map[int32]int64, settled bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	lso, err := h.adm.ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		return 0, nil, false, err
+	}
 	ends, err := h.adm.ListEndOffsets(ctx, topic)
 	if err != nil {
-		return 0, err
+		return 0, nil, false, err
 	}
-	var n int64
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Err == nil {
-			n += o.Offset
+	stable = map[int32]int64{}
+	settled = true
+	lso.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			settled = false
+			return
+		}
+		n += o.Offset
+		stable[o.Partition] = o.Offset
+		if e, ok := ends.Lookup(topic, o.Partition); !ok || e.Err != nil || e.Offset != o.Offset {
+			settled = false
 		}
 	})
-	return n, nil
+	return n, stable, settled, nil
 }
 
-// waitCount polls topic every 50 ms until it holds at least want records,
-// the deadline passes or check reports a dead process. It returns when the
-// first record was seen (zero if it was there at the first poll) and when
-// want was reached.
-func (h *hubClient) waitCount(ctx context.Context, topic string, want int64, timeout time.Duration, check func() error) (first, done time.Time, err error) {
+// waitCount polls topic every 50 ms until a read_committed consumer can
+// read at least want records (committedCount), the deadline passes or check
+// reports a dead process. It returns when want was reached and the last
+// stable offsets then: records of a transaction count only once it is
+// committed, as hub consumers see them.
+func (h *hubClient) waitCount(ctx context.Context, topic string, want int64, timeout time.Duration, check func() error) (done time.Time, stable map[int32]int64, err error) {
 	deadline := time.Now().Add(timeout)
 	var have int64
-	for polls := 0; ; polls++ {
-		n, cerr := h.count(ctx, topic)
+	for {
+		n, st, settled, cerr := h.committedCount(ctx, topic)
 		now := time.Now()
 		if cerr == nil {
 			have = n
-			if n > 0 && first.IsZero() && polls > 0 {
-				first = now
-			}
-			if n >= want {
-				return first, now, nil
+			if n >= want && settled {
+				return now, st, nil
 			}
 		}
 		if check != nil {
 			if err := check(); err != nil {
-				return first, now, err
+				return now, nil, err
 			}
 		}
 		if now.After(deadline) {
-			return first, now, fmt.Errorf("hub topic %s has %d of %d records after %s", topic, have, want, timeout)
+			return now, nil, fmt.Errorf("hub topic %s has %d of %d records committed after %s", topic, have, want, timeout)
 		}
 		if ctx.Err() != nil {
-			return first, now, ctx.Err()
+			return now, nil, ctx.Err()
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
+// checkCommitted reports an error if waitCount's last stable offsets did
+// not yet cover each partition's last record (verify's lastData): the count
+// then reached its target early, on transaction markers, and the row's time
+// would be short.
+func checkCommitted(topic string, stable, lastData map[int32]int64) error {
+	for p, last := range lastData {
+		if stable[p] <= last {
+			return fmt.Errorf("hub topic %s: the committed count was reached while partition %d's last record (offset %d) was not yet committed (last stable offset %d); the time measured is short",
+				topic, p, last, stable[p])
+		}
+	}
+	return nil
+}
+
 // verify reads the whole hub topic and checks that every id in [0, n)
 // arrived: it returns how many arrived more than once (each extra copy
-// counts) and how many never did. Records without an id, or with one
+// counts), how many never did, and each partition's last record's offset. Records without an id, or with one
 // outside the range, are an error: nothing else is written there.
-func verify(ctx context.Context, brokers, topic string, wl workload, n int64) (dups, missing int64, err error) {
+func verify(ctx context.Context, brokers, topic string, wl workload, n int64) (dups, missing int64, lastData map[int32]int64, err error) {
 	adm, err := newHubClient(brokers)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	ends, err := adm.adm.ListEndOffsets(ctx, topic)
 	adm.close()
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
+	lastData = map[int32]int64{}
 	want := map[string]map[int32]kgo.Offset{topic: {}}
 	remaining := map[int32]int64{}
 	ends.Each(func(o kadm.ListedOffset) {
@@ -234,18 +268,18 @@ func verify(ctx context.Context, brokers, topic string, wl workload, n int64) (d
 			kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20),
 			kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
 		defer cl.Close()
 		for len(remaining) > 0 {
 			fs := cl.PollFetches(ctx)
 			if ctx.Err() != nil {
-				return 0, 0, fmt.Errorf("read %s: %w", topic, ctx.Err())
+				return 0, 0, nil, fmt.Errorf("read %s: %w", topic, ctx.Err())
 			}
 			var ferr error
 			fs.EachError(func(t string, p int32, e error) { ferr = fmt.Errorf("fetch %s/%d: %w", t, p, e) })
 			if ferr != nil {
-				return 0, 0, ferr
+				return 0, 0, nil, ferr
 			}
 			fs.EachRecord(func(r *kgo.Record) {
 				end, ok := remaining[r.Partition]
@@ -258,6 +292,7 @@ func verify(ctx context.Context, brokers, topic string, wl workload, n int64) (d
 				if r.Attrs.IsControl() {
 					return
 				}
+				lastData[r.Partition] = r.Offset
 				id, ok := wl.parseID(r.Value)
 				if !ok || id < 0 || id >= n {
 					bad++
@@ -278,9 +313,9 @@ func verify(ctx context.Context, brokers, topic string, wl workload, n int64) (d
 		}
 	}
 	if bad > 0 {
-		return dups, missing, fmt.Errorf("%s holds %d records that are not this run's", topic, bad)
+		return dups, missing, nil, fmt.Errorf("%s holds %d records that are not this run's", topic, bad)
 	}
-	return dups, missing, nil
+	return dups, missing, lastData, nil
 }
 
 // latencies consumes a hub topic from its current end and records, for the
@@ -312,9 +347,11 @@ func startLatencies(ctx context.Context, brokers, topic string, wl workload) (*l
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("hub topic %s has no partitions yet", topic)
 	}
+	// read_committed, as hub consumers must: a transactional writer's
+	// record is read only once its transaction is committed.
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
-		kgo.FetchMaxWait(200*time.Millisecond))
+		kgo.FetchMaxWait(200*time.Millisecond), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
 		return nil, err
 	}

@@ -193,7 +193,7 @@ func runRow(ctx context.Context, e *env, m matrix, r rowSpec) (result, extra, er
 		produced = time.Since(start)
 		perr <- err
 	}()
-	_, done, err := hub.waitCount(ctx, s.hubTopic(tp), r.records+3, expected(r.records, wl, l), s.alive)
+	done, stable, err := hub.waitCount(ctx, s.hubTopic(tp), r.records+3, expected(r.records, wl, l), s.alive)
 	profiled()
 	if err != nil {
 		return res, ex, err
@@ -246,8 +246,12 @@ func runRow(ctx context.Context, e *env, m matrix, r rowSpec) (result, extra, er
 
 	vctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	res.Duplicates, res.Missing, err = verify(vctx, e.hubAddr, s.hubTopic(tp), wl, r.records+3)
+	var lastData map[int32]int64
+	res.Duplicates, res.Missing, lastData, err = verify(vctx, e.hubAddr, s.hubTopic(tp), wl, r.records+3)
 	if err != nil {
+		return res, ex, err
+	}
+	if err := checkCommitted(s.hubTopic(tp), stable, lastData); err != nil {
 		return res, ex, err
 	}
 	if r.system == sysEdgemirror {
@@ -326,7 +330,7 @@ func capRun(ctx context.Context, e *env, r rowSpec, wl workload, res *result, ex
 	start := time.Now()
 	perr := make(chan error, 1)
 	go func() { perr <- prod.produce(ctx, base, 3, r.records) }()
-	_, done, err := hub.waitCount(ctx, s.hubTopic(base), r.records+3, expected(r.records, wl, links[r.link]), s.alive)
+	done, _, err := hub.waitCount(ctx, s.hubTopic(base), r.records+3, expected(r.records, wl, links[r.link]), s.alive)
 	if err != nil {
 		return err
 	}
@@ -412,7 +416,7 @@ func runOutage(ctx context.Context, e *env, system string) (result, extra, error
 	if err := prod.flush(ctx); err != nil {
 		return res, ex, err
 	}
-	_, done, err := hub.waitCount(ctx, s.hubTopic(base), sent+3, 15*time.Minute, s.alive)
+	done, stable, err := hub.waitCount(ctx, s.hubTopic(base), sent+3, 15*time.Minute, s.alive)
 	if err != nil {
 		return res, ex, err
 	}
@@ -445,8 +449,12 @@ func runOutage(ctx context.Context, e *env, system string) (result, extra, error
 	s.stop(ctx)
 	vctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	res.Duplicates, res.Missing, err = verify(vctx, e.hubAddr, s.hubTopic(base), wl, sent+3)
+	var lastData map[int32]int64
+	res.Duplicates, res.Missing, lastData, err = verify(vctx, e.hubAddr, s.hubTopic(base), wl, sent+3)
 	if err != nil {
+		return res, ex, err
+	}
+	if err := checkCommitted(s.hubTopic(base), stable, lastData); err != nil {
 		return res, ex, err
 	}
 	ex.LoadAverage = loadAverage()
