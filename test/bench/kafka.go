@@ -237,8 +237,9 @@ func checkCommitted(topic string, stable, lastData map[int32]int64) error {
 
 // verify reads the whole hub topic and checks that every id in [0, n)
 // arrived: it returns how many arrived more than once (each extra copy
-// counts), how many never did, and each partition's last record's offset. Records without an id, or with one
-// outside the range, are an error: nothing else is written there.
+// counts), how many never did, and the offset of each partition's last
+// record. Records without an id, or with one outside the range, are an
+// error: nothing else is written there.
 func verify(ctx context.Context, brokers, topic string, wl workload, n int64) (dups, missing int64, lastData map[int32]int64, err error) {
 	adm, err := newHubClient(brokers)
 	if err != nil {
