@@ -137,8 +137,9 @@ func createTopics(ctx context.Context, brokers string, partitions int32, topics 
 
 // hubClient answers "how many records does this hub topic hold".
 type hubClient struct {
-	cl  *kgo.Client
-	adm *kadm.Client
+	addr string
+	cl   *kgo.Client
+	adm  *kadm.Client
 }
 
 func newHubClient(brokers string) (*hubClient, error) {
@@ -146,7 +147,18 @@ func newHubClient(brokers string) (*hubClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &hubClient{cl: cl, adm: kadm.NewClient(cl)}, nil
+	return &hubClient{addr: brokers, cl: cl, adm: kadm.NewClient(cl)}, nil
+}
+
+// edgeTail names the edge topic that a hub topic mirrors, so that
+// waitCount can tell when the hub holds the edge's last records.
+type edgeTail struct {
+	addr, topic string
+	wl          workload
+	// produced reports whether the edge producer has had every record of
+	// the run acknowledged (nil: it has).
+	produced func() bool
+	ids      map[int32]int64 // the edge's last ids, read once produced
 }
 
 func (h *hubClient) close() { h.cl.Close() }
@@ -158,10 +170,10 @@ func (h *hubClient) close() { h.cl.Close() }
 // visible).
 //
 // Offsets count records plus transaction markers (one per transaction and
-// partition), so a transactional writer's count can reach a record count a
-// few records early; waitCount waits for settled as well, and verify's
-// lastData tells afterwards whether the count was reached early
-// (checkCommitted).
+// partition), so a transactional writer's count can reach a record count
+// early; waitCount therefore also compares the partitions' last records
+// with the edge's, and verify's lastData checks afterwards that the count
+// was not reached early (checkCommitted).
 func (h *hubClient) committedCount(ctx context.Context, topic string) (n int64, stable map[int32]int64, settled bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -190,20 +202,33 @@ func (h *hubClient) committedCount(ctx context.Context, topic string) (n int64, 
 }
 
 // waitCount polls topic every 50 ms until a read_committed consumer can
-// read at least want records (committedCount), the deadline passes or check
-// reports a dead process. It returns when want was reached and the last
-// stable offsets then: records of a transaction count only once it is
-// committed, as hub consumers see them.
-func (h *hubClient) waitCount(ctx context.Context, topic string, want int64, timeout time.Duration, check func() error) (done time.Time, stable map[int32]int64, err error) {
+// read the whole run (complete), the deadline passes or check reports a
+// dead process. It returns when that was first seen and the last stable
+// offsets then: records of a transaction count only once it is committed,
+// as hub consumers see them.
+//
+// The count of committed offsets (committedCount) gates the check: it
+// reaches want no later than the records do, but with many transactions
+// its markers make it reach want early, by hundreds of offsets on a
+// 1,000,000-record row. So once it has, and no transaction is open, the
+// last record of each hub partition is compared with the edge's.
+func (h *hubClient) waitCount(ctx context.Context, topic string, want int64, timeout time.Duration, check func() error, edge *edgeTail) (done time.Time, stable map[int32]int64, err error) {
 	deadline := time.Now().Add(timeout)
-	var have int64
+	var (
+		have    int64
+		lastErr error
+	)
 	for {
 		n, st, settled, cerr := h.committedCount(ctx, topic)
 		now := time.Now()
 		if cerr == nil {
 			have = n
 			if n >= want && settled {
-				return now, st, nil
+				ok, terr := h.complete(ctx, topic, st, edge)
+				if ok {
+					return now, st, nil
+				}
+				lastErr = terr
 			}
 		}
 		if check != nil {
@@ -212,6 +237,9 @@ func (h *hubClient) waitCount(ctx context.Context, topic string, want int64, tim
 			}
 		}
 		if now.After(deadline) {
+			if lastErr != nil {
+				return now, nil, fmt.Errorf("hub topic %s has %d of %d offsets committed after %s; last check of its tail: %w", topic, have, want, timeout, lastErr)
+			}
 			return now, nil, fmt.Errorf("hub topic %s has %d of %d records committed after %s", topic, have, want, timeout)
 		}
 		if ctx.Err() != nil {
@@ -219,6 +247,152 @@ func (h *hubClient) waitCount(ctx context.Context, topic string, want int64, tim
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// complete reports whether every partition of the hub topic ends, below
+// its last stable offset, with the same record as the edge topic's
+// partition: the edge producer writes ids in order and both systems keep
+// each partition's order, so the hub then holds the whole run (verify
+// checks that record by record afterwards).
+func (h *hubClient) complete(ctx context.Context, topic string, stable map[int32]int64, edge *edgeTail) (bool, error) {
+	if edge.produced != nil && !edge.produced() {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if edge.ids == nil {
+		ids, err := lastIDs(ctx, edge.addr, edge.topic, nil, edge.wl)
+		if err != nil {
+			return false, fmt.Errorf("edge %s: %w", edge.topic, err)
+		}
+		edge.ids = ids
+	}
+	got, err := lastIDs(ctx, h.addr, topic, stable, edge.wl)
+	if err != nil {
+		return false, err
+	}
+	return tailsMatch(got, edge.ids), nil
+}
+
+// tailsMatch reports whether the hub's last id of every partition the
+// edge has records in is the edge's.
+func tailsMatch(hub, edge map[int32]int64) bool {
+	for p, id := range edge {
+		if got, ok := hub[p]; !ok || got != id {
+			return false
+		}
+	}
+	return true
+}
+
+// lastIDs returns the id of the last data record below ends[p] in each
+// partition p of topic (all of its partitions' end offsets when ends is
+// nil), read as a read_committed consumer sees them; a partition without
+// a data record there is left out. It reads each partition's last 16
+// offsets, and further back only when those are all transaction markers.
+// Below a last stable offset with no transaction open, the last offset is
+// always readable: a data record or a marker, never an aborted record.
+func lastIDs(ctx context.Context, brokers, topic string, ends map[int32]int64, wl workload) (map[int32]int64, error) {
+	if ends == nil {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+		if err != nil {
+			return nil, err
+		}
+		listed, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+		cl.Close()
+		if err != nil {
+			return nil, err
+		}
+		ends = map[int32]int64{}
+		var lerr error
+		listed.Each(func(o kadm.ListedOffset) {
+			if o.Err != nil {
+				lerr = fmt.Errorf("end offset of %s/%d: %w", topic, o.Partition, o.Err)
+			}
+			ends[o.Partition] = o.Offset
+		})
+		if lerr != nil {
+			return nil, lerr
+		}
+	}
+	ids := map[int32]int64{}
+	todo := map[int32]int64{}
+	for p, end := range ends {
+		if end > 0 {
+			todo[p] = end
+		}
+	}
+	for back := int64(16); len(todo) > 0; back *= 16 {
+		from := map[int32]int64{}
+		offs := map[int32]kgo.Offset{}
+		for p, end := range todo {
+			from[p] = max(0, end-back)
+			offs[p] = kgo.NewOffset().At(from[p])
+		}
+		last, err := readTail(ctx, brokers, topic, offs, todo, wl)
+		if err != nil {
+			return nil, err
+		}
+		for p := range todo {
+			if id, ok := last[p]; ok {
+				ids[p] = id
+				delete(todo, p)
+			} else if from[p] == 0 {
+				delete(todo, p) // markers only
+			}
+		}
+	}
+	return ids, nil
+}
+
+// readTail reads each partition of topic from offs up to its offset
+// ends[p]-1 and returns the id of the last data record it read there.
+func readTail(ctx context.Context, brokers, topic string, offs map[int32]kgo.Offset, ends map[int32]int64, wl workload) (map[int32]int64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	remaining := make(map[int32]int64, len(ends))
+	for p, end := range ends {
+		remaining[p] = end
+	}
+	last := map[int32]int64{}
+	var bad error
+	for len(remaining) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("read the tail of %s: %w", topic, ctx.Err())
+		}
+		var ferr error
+		fs.EachError(func(t string, p int32, e error) { ferr = fmt.Errorf("fetch %s/%d: %w", t, p, e) })
+		if ferr != nil {
+			return nil, ferr
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			end, ok := remaining[r.Partition]
+			if !ok || r.Offset >= end {
+				return
+			}
+			if r.Offset == end-1 {
+				delete(remaining, r.Partition)
+			}
+			if r.Attrs.IsControl() {
+				return
+			}
+			id, ok := wl.parseID(r.Value)
+			if !ok {
+				bad = fmt.Errorf("%s/%d offset %d holds a record without an id", topic, r.Partition, r.Offset)
+				return
+			}
+			last[r.Partition] = id
+		})
+		if bad != nil {
+			return nil, bad
+		}
+	}
+	return last, nil
 }
 
 // checkCommitted reports an error if waitCount's last stable offsets did

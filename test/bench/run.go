@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgemirror/edgemirror/test/internal/harness"
@@ -101,7 +102,8 @@ func warmUp(ctx context.Context, e *env, s system, p *producer, hub *hubClient, 
 		}
 	}
 	for _, t := range topics {
-		if _, _, err := hub.waitCount(ctx, s.hubTopic(t), 3, 5*time.Minute, s.alive); err != nil {
+		tail := &edgeTail{addr: e.edgeAddr, topic: t, wl: p.wl}
+		if _, _, err := hub.waitCount(ctx, s.hubTopic(t), 3, 5*time.Minute, s.alive, tail); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -188,12 +190,15 @@ func runRow(ctx context.Context, e *env, m matrix, r rowSpec) (result, extra, er
 	start := time.Now()
 	perr := make(chan error, 1)
 	var produced time.Duration // how long the edge producer took to have all N acknowledged
+	var finished atomic.Bool
 	go func() {
 		err := prod.produce(ctx, tp, 3, r.records)
 		produced = time.Since(start)
+		finished.Store(true)
 		perr <- err
 	}()
-	done, stable, err := hub.waitCount(ctx, s.hubTopic(tp), r.records+3, expected(r.records, wl, l), s.alive)
+	tail := &edgeTail{addr: e.edgeAddr, topic: tp, wl: wl, produced: finished.Load}
+	done, stable, err := hub.waitCount(ctx, s.hubTopic(tp), r.records+3, expected(r.records, wl, l), s.alive, tail)
 	profiled()
 	if err != nil {
 		return res, ex, err
@@ -329,8 +334,14 @@ func capRun(ctx context.Context, e *env, r rowSpec, wl workload, res *result, ex
 	}
 	start := time.Now()
 	perr := make(chan error, 1)
-	go func() { perr <- prod.produce(ctx, base, 3, r.records) }()
-	done, _, err := hub.waitCount(ctx, s.hubTopic(base), r.records+3, expected(r.records, wl, links[r.link]), s.alive)
+	var finished atomic.Bool
+	go func() {
+		err := prod.produce(ctx, base, 3, r.records)
+		finished.Store(true)
+		perr <- err
+	}()
+	tail := &edgeTail{addr: e.edgeAddr, topic: base, wl: wl, produced: finished.Load}
+	done, _, err := hub.waitCount(ctx, s.hubTopic(base), r.records+3, expected(r.records, wl, links[r.link]), s.alive, tail)
 	if err != nil {
 		return err
 	}
@@ -416,7 +427,8 @@ func runOutage(ctx context.Context, e *env, system string) (result, extra, error
 	if err := prod.flush(ctx); err != nil {
 		return res, ex, err
 	}
-	done, stable, err := hub.waitCount(ctx, s.hubTopic(base), sent+3, 15*time.Minute, s.alive)
+	tail := &edgeTail{addr: e.edgeAddr, topic: base, wl: wl}
+	done, stable, err := hub.waitCount(ctx, s.hubTopic(base), sent+3, 15*time.Minute, s.alive, tail)
 	if err != nil {
 		return res, ex, err
 	}
