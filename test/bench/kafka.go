@@ -294,25 +294,9 @@ func tailsMatch(hub, edge map[int32]int64) bool {
 // always readable: a data record or a marker, never an aborted record.
 func lastIDs(ctx context.Context, brokers, topic string, ends map[int32]int64, wl workload) (map[int32]int64, error) {
 	if ends == nil {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
-		if err != nil {
+		var err error
+		if _, ends, err = wholeTopic(ctx, brokers, topic); err != nil {
 			return nil, err
-		}
-		listed, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-		cl.Close()
-		if err != nil {
-			return nil, err
-		}
-		ends = map[int32]int64{}
-		var lerr error
-		listed.Each(func(o kadm.ListedOffset) {
-			if o.Err != nil {
-				lerr = fmt.Errorf("end offset of %s/%d: %w", topic, o.Partition, o.Err)
-			}
-			ends[o.Partition] = o.Offset
-		})
-		if lerr != nil {
-			return nil, lerr
 		}
 	}
 	ids := map[int32]int64{}
@@ -348,27 +332,56 @@ func lastIDs(ctx context.Context, brokers, topic string, ends map[int32]int64, w
 // readTail reads each partition of topic from offs up to its offset
 // ends[p]-1 and returns the id of the last data record it read there.
 func readTail(ctx context.Context, brokers, topic string, offs map[int32]kgo.Offset, ends map[int32]int64, wl workload) (map[int32]int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	last := map[int32]int64{}
+	var bad error
+	err := readRange(ctx, brokers, topic, offs, ends, func(r *kgo.Record) {
+		if r.Attrs.IsControl() || bad != nil {
+			return
+		}
+		id, ok := wl.parseID(r.Value)
+		if !ok {
+			bad = fmt.Errorf("%s/%d offset %d holds a record without an id", topic, r.Partition, r.Offset)
+			return
+		}
+		last[r.Partition] = id
+	})
+	if err == nil {
+		err = bad
+	}
 	if err != nil {
 		return nil, err
 	}
+	return last, nil
+}
+
+// readRange reads each partition p of topic from offs[p] up to its offset
+// ends[p]-1 as a read_committed consumer (control records kept, so that a
+// range ending in a transaction marker ends) and calls each, in offset
+// order per partition, for every record below ends[p].
+func readRange(ctx context.Context, brokers, topic string, offs map[int32]kgo.Offset, ends map[int32]int64, each func(*kgo.Record)) error {
+	if len(offs) == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs}),
+		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	if err != nil {
+		return err
+	}
 	defer cl.Close()
 	remaining := make(map[int32]int64, len(ends))
-	for p, end := range ends {
-		remaining[p] = end
+	for p := range offs {
+		remaining[p] = ends[p]
 	}
-	last := map[int32]int64{}
-	var bad error
 	for len(remaining) > 0 {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("read the tail of %s: %w", topic, ctx.Err())
+			return fmt.Errorf("read %s: %w", topic, ctx.Err())
 		}
 		var ferr error
 		fs.EachError(func(t string, p int32, e error) { ferr = fmt.Errorf("fetch %s/%d: %w", t, p, e) })
 		if ferr != nil {
-			return nil, ferr
+			return ferr
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			end, ok := remaining[r.Partition]
@@ -378,21 +391,10 @@ func readTail(ctx context.Context, brokers, topic string, offs map[int32]kgo.Off
 			if r.Offset == end-1 {
 				delete(remaining, r.Partition)
 			}
-			if r.Attrs.IsControl() {
-				return
-			}
-			id, ok := wl.parseID(r.Value)
-			if !ok {
-				bad = fmt.Errorf("%s/%d offset %d holds a record without an id", topic, r.Partition, r.Offset)
-				return
-			}
-			last[r.Partition] = id
+			each(r)
 		})
-		if bad != nil {
-			return nil, bad
-		}
 	}
-	return last, nil
+	return nil
 }
 
 // checkCommitted reports an error if waitCount's last stable offsets did
@@ -415,69 +417,30 @@ func checkCommitted(topic string, stable, lastData map[int32]int64) error {
 // record. Records without an id, or with one outside the range, are an
 // error: nothing else is written there.
 func verify(ctx context.Context, brokers, topic string, wl workload, n int64) (dups, missing int64, lastData map[int32]int64, err error) {
-	adm, err := newHubClient(brokers)
-	if err != nil {
-		return 0, 0, nil, err
-	}
-	ends, err := adm.adm.ListEndOffsets(ctx, topic)
-	adm.close()
+	offs, ends, err := wholeTopic(ctx, brokers, topic)
 	if err != nil {
 		return 0, 0, nil, err
 	}
 	lastData = map[int32]int64{}
-	want := map[string]map[int32]kgo.Offset{topic: {}}
-	remaining := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Err == nil && o.Offset > 0 {
-			want[topic][o.Partition] = kgo.NewOffset().AtStart()
-			remaining[o.Partition] = o.Offset
-		}
-	})
 	seen := make([]uint8, n)
 	var bad int64
-	if len(remaining) > 0 {
-		// read_committed, as hub consumers must read edgemirror's hub
-		// topics; control records are kept only so that the last offset
-		// (a commit marker) is seen and the read knows it is done.
-		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumePartitions(want),
-			kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20),
-			kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-		if err != nil {
-			return 0, 0, nil, err
+	// read_committed, as hub consumers must read edgemirror's hub topics.
+	err = readRange(ctx, brokers, topic, offs, ends, func(r *kgo.Record) {
+		if r.Attrs.IsControl() {
+			return
 		}
-		defer cl.Close()
-		for len(remaining) > 0 {
-			fs := cl.PollFetches(ctx)
-			if ctx.Err() != nil {
-				return 0, 0, nil, fmt.Errorf("read %s: %w", topic, ctx.Err())
-			}
-			var ferr error
-			fs.EachError(func(t string, p int32, e error) { ferr = fmt.Errorf("fetch %s/%d: %w", t, p, e) })
-			if ferr != nil {
-				return 0, 0, nil, ferr
-			}
-			fs.EachRecord(func(r *kgo.Record) {
-				end, ok := remaining[r.Partition]
-				if !ok || r.Offset >= end {
-					return
-				}
-				if r.Offset == end-1 {
-					delete(remaining, r.Partition)
-				}
-				if r.Attrs.IsControl() {
-					return
-				}
-				lastData[r.Partition] = r.Offset
-				id, ok := wl.parseID(r.Value)
-				if !ok || id < 0 || id >= n {
-					bad++
-					return
-				}
-				if seen[id] < 255 {
-					seen[id]++
-				}
-			})
+		lastData[r.Partition] = r.Offset
+		id, ok := wl.parseID(r.Value)
+		if !ok || id < 0 || id >= n {
+			bad++
+			return
 		}
+		if seen[id] < 255 {
+			seen[id]++
+		}
+	})
+	if err != nil {
+		return 0, 0, nil, err
 	}
 	for _, c := range seen {
 		switch {
@@ -576,56 +539,44 @@ func (l *latencies) percentiles() (p50, p99 float64) {
 // readTopic reads every record of topic, up to its end offsets at the time
 // of the call, by partition.
 func readTopic(ctx context.Context, brokers, topic string) (map[int32][]*kgo.Record, error) {
-	h, err := newHubClient(brokers)
+	offs, ends, err := wholeTopic(ctx, brokers, topic)
 	if err != nil {
 		return nil, err
 	}
-	ends, err := h.adm.ListEndOffsets(ctx, topic)
-	h.close()
-	if err != nil {
-		return nil, err
-	}
-	parts := map[int32]kgo.Offset{}
-	remaining := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Err == nil && o.Offset > 0 {
-			parts[o.Partition] = kgo.NewOffset().AtStart()
-			remaining[o.Partition] = o.Offset
-		}
-	})
 	out := map[int32][]*kgo.Record{}
-	if len(parts) == 0 {
-		return out, nil
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
-		kgo.FetchMaxBytes(64<<20), kgo.FetchMaxPartitionBytes(16<<20),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	err = readRange(ctx, brokers, topic, offs, ends, func(r *kgo.Record) {
+		out[r.Partition] = append(out[r.Partition], r)
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer cl.Close()
-	for len(remaining) > 0 {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("read %s: %w", topic, ctx.Err())
-		}
-		var ferr error
-		fs.EachError(func(t string, p int32, e error) { ferr = fmt.Errorf("fetch %s/%d: %w", t, p, e) })
-		if ferr != nil {
-			return nil, ferr
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			end, ok := remaining[r.Partition]
-			if !ok || r.Offset >= end {
-				return
-			}
-			out[r.Partition] = append(out[r.Partition], r)
-			if r.Offset == end-1 {
-				delete(remaining, r.Partition)
-			}
-		})
 	}
 	return out, nil
+}
+
+// wholeTopic returns, for readRange, the start and the current end offset
+// of every partition of topic that holds records.
+func wholeTopic(ctx context.Context, brokers, topic string) (map[int32]kgo.Offset, map[int32]int64, error) {
+	h, err := newHubClient(brokers)
+	if err != nil {
+		return nil, nil, err
+	}
+	listed, err := h.adm.ListEndOffsets(ctx, topic)
+	h.close()
+	if err != nil {
+		return nil, nil, err
+	}
+	offs, ends := map[int32]kgo.Offset{}, map[int32]int64{}
+	var lerr error
+	listed.Each(func(o kadm.ListedOffset) {
+		switch {
+		case o.Err != nil:
+			lerr = fmt.Errorf("end offset of %s/%d: %w", topic, o.Partition, o.Err)
+		case o.Offset > 0:
+			offs[o.Partition] = kgo.NewOffset().AtStart()
+			ends[o.Partition] = o.Offset
+		}
+	})
+	return offs, ends, lerr
 }
 
 // prepareHub creates the hub's internal topics (__consumer_offsets and
