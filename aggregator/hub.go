@@ -95,7 +95,7 @@ const maxRefusalRounds = 16
 type group struct {
 	key     sourceKey
 	dest    string
-	records []wire.Record
+	records []*wire.Record // into the chunk
 }
 
 // partWrite is what one transaction writes to one hub partition.
@@ -186,8 +186,7 @@ func (w *edgeWriter) attempt(ctx context.Context, chunks []*wire.Chunk, refused 
 				}
 			}
 			pw := index[g.key]
-			for i := range g.records {
-				r := &g.records[i]
+			for _, r := range g.records {
 				if r.Offset <= wm {
 					res[ci].duplicates++
 					continue
@@ -199,7 +198,8 @@ func (w *edgeWriter) attempt(ctx context.Context, chunks []*wire.Chunk, refused 
 					continue
 				}
 				if pw == nil {
-					pw = &partWrite{key: g.key, dest: g.dest}
+					n := len(g.records) // room for this chunk's records; later chunks grow it
+					pw = &partWrite{key: g.key, dest: g.dest, src: make([]*wire.Record, 0, n), owner: make([]int, 0, n), offsets: make([]int64, 0, n)}
 					index[g.key] = pw
 					writes = append(writes, pw)
 				}
@@ -375,10 +375,7 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite, marks map[s
 	eg.Go(func() error {
 		bounds := make([][]int, len(writes)) // per partition, where its batches start and end
 		for j, pw := range writes {
-			pw.records = make([]txn.Record, len(pw.src))
-			for i, r := range pw.src {
-				pw.records[i] = hubRecord(w.edge, r)
-			}
+			pw.records = hubRecords(w.edge, pw.key, pw.src)
 			bounds[j] = w.batchBounds(pw)
 		}
 		select {
@@ -477,7 +474,7 @@ func (w *edgeWriter) groups(c *wire.Chunk) ([]*group, error) {
 		if n := len(g.records); n > 0 && g.records[n-1].Offset >= r.Offset {
 			return nil, &applyError{kind: applyBadChunk, msg: fmt.Sprintf("offsets of %s/%d are not increasing in chunk %d", r.Topic, r.Partition, c.Seq)}
 		}
-		g.records = append(g.records, *r)
+		g.records = append(g.records, r)
 	}
 	return groups, nil
 }
@@ -491,13 +488,26 @@ func partitionsOf(c *wire.Chunk, topic string) int32 {
 	return 0
 }
 
-// hubRecord is a source record as the hub gets it: with its provenance
-// headers after its own.
-func hubRecord(edge string, r *wire.Record) txn.Record {
-	hs := make([]wire.Header, 0, len(r.Headers)+4)
-	hs = append(hs, r.Headers...)
-	hs = provenance.Append(hs, provenance.Origin{Edge: edge, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset})
-	return txn.Record{Timestamp: r.Timestamp, Key: r.Key, Value: r.Value, Headers: hs}
+// hubRecords are the source records of one partition as the hub gets
+// them: each with its provenance headers after its own. The headers of all
+// of them are cut from one slice, and the provenance values are shared
+// where they are equal (provenance.Stamper): a record costs no allocation
+// of its own.
+func hubRecords(edge string, key sourceKey, src []*wire.Record) []txn.Record {
+	n := 0
+	for _, r := range src {
+		n += len(r.Headers) + provenance.Count
+	}
+	all := make([]wire.Header, 0, n)
+	st := provenance.NewStamper(edge, key.topic, key.partition, len(src))
+	out := make([]txn.Record, len(src))
+	for i, r := range src {
+		from := len(all)
+		all = append(all, r.Headers...)
+		all = st.Append(all, r.Offset)
+		out[i] = txn.Record{Timestamp: r.Timestamp, Key: r.Key, Value: r.Value, Headers: all[from:len(all):len(all)]}
+	}
+	return out
 }
 
 func (h *hub) forgetTopic(topic string) {

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/edgemirror/edgemirror/internal/provenance"
 	"github.com/edgemirror/edgemirror/internal/wire"
 )
 
@@ -322,4 +323,42 @@ func sumInts(xs []int) int {
 		n += x
 	}
 	return n
+}
+
+// TestHubRecords: each record reaches the hub with its own headers (null
+// values kept null) and then its provenance, its key, value and timestamp
+// as they were; the headers of one record cannot grow into the next's.
+func TestHubRecords(t *testing.T) {
+	key := sourceKey{edge: "e1", topic: "sensors", partition: 3}
+	var src []*wire.Record
+	for i := range 5 {
+		r := &wire.Record{Topic: key.topic, Partition: key.partition, Offset: int64(100 + i), Timestamp: int64(1000 + i),
+			Key: []byte(fmt.Sprint("k", i)), Value: []byte(fmt.Sprint("v", i))}
+		for j := range i % 3 {
+			r.Headers = append(r.Headers, wire.Header{Key: fmt.Sprint("h", j), Value: []byte(fmt.Sprint(i, j))})
+		}
+		if i == 4 {
+			r.Headers = append(r.Headers, wire.Header{Key: "null", Value: nil})
+			r.Key, r.Value = nil, nil
+		}
+		src = append(src, r)
+	}
+	got := hubRecords(key.edge, key, src)
+	if len(got) != len(src) {
+		t.Fatalf("%d hub records of %d", len(got), len(src))
+	}
+	for i, r := range src {
+		want := provenance.Append(append([]wire.Header(nil), r.Headers...),
+			provenance.Origin{Edge: key.edge, Topic: key.topic, Partition: key.partition, Offset: r.Offset})
+		g := got[i]
+		if g.Timestamp != r.Timestamp || !reflect.DeepEqual(g.Key, r.Key) || !reflect.DeepEqual(g.Value, r.Value) {
+			t.Fatalf("record %d: %d %q %q, want %d %q %q", i, g.Timestamp, g.Key, g.Value, r.Timestamp, r.Key, r.Value)
+		}
+		if !reflect.DeepEqual(g.Headers, want) {
+			t.Fatalf("record %d headers %q, want %q", i, g.Headers, want)
+		}
+		if cap(g.Headers) != len(g.Headers) {
+			t.Fatalf("record %d: headers have room for %d more, which belongs to the next record", i, cap(g.Headers)-len(g.Headers))
+		}
+	}
 }
