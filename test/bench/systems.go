@@ -121,40 +121,33 @@ func startEdgemirror(ctx context.Context, e *env, name string, topics []string, 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	ports := make([]int, 3)
-	for i := range ports {
-		p, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		ports[i] = p
-	}
-	aggAddr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	s := &edgemirrorSys{metricsAddr: "127.0.0.1:" + strconv.Itoa(ports[2])}
 	bin, prof := e.bin, []string(nil)
 	if e.profileDir != "" {
 		prof = []string{"--pprof"}
 	}
-	s.aggMetricsAddr = "127.0.0.1:" + strconv.Itoa(ports[1])
 	aggFlags, scheme := prof, "http://"
 	if e.tls != nil {
 		aggFlags = append(aggFlags, "--tls-cert", e.tls.certFile, "--tls-key", e.tls.keyFile, "--edges-file", e.tls.edgesFile)
 		agentFlags = append(agentFlags, "--tls-ca", e.tls.caFile, "--token-file", e.tls.tokenFile)
 		scheme = "https://"
 	}
-	var err error
-	s.agg, err = startProc(dir, "aggregator", bin, nil, append([]string{"aggregator",
-		"--listen", aggAddr,
-		"--metrics-addr", "127.0.0.1:" + strconv.Itoa(ports[1]),
-		"--brokers", e.hubAddr,
-		"--state-dir", filepath.Join(dir, "aggregator-state")}, aggFlags...)...)
-	if err != nil {
-		return nil, err
-	}
+	s := &edgemirrorSys{}
+	var (
+		aggAddr string
+		err     error
+	)
 	// The metrics listener answers /healthz once the aggregator is up,
 	// in plain HTTP whatever the chunk API speaks.
-	if err := waitHTTP(ctx, "http://"+s.aggMetricsAddr+"/healthz", 30*time.Second, s.agg); err != nil {
-		s.stop(ctx)
+	s.agg, err = startListening(ctx, e, dir, "aggregator", bin, 2, func(ports []int) ([]string, string) {
+		aggAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+		s.aggMetricsAddr = "127.0.0.1:" + strconv.Itoa(ports[1])
+		return append([]string{"aggregator",
+			"--listen", aggAddr,
+			"--metrics-addr", s.aggMetricsAddr,
+			"--brokers", e.hubAddr,
+			"--state-dir", filepath.Join(dir, "aggregator-state")}, aggFlags...), "http://" + s.aggMetricsAddr + "/healthz"
+	})
+	if err != nil {
 		return nil, err
 	}
 	s.px, err = runProxy("", aggAddr, l)
@@ -162,30 +155,19 @@ func startEdgemirror(ctx context.Context, e *env, name string, topics []string, 
 		s.stop(ctx)
 		return nil, err
 	}
-	// The proxy listens on a port the kernel picks, which may be the one
-	// chosen (and released) for the agent's metrics a moment ago.
-	for s.px.Addr() == s.metricsAddr {
-		p, err := freePort()
-		if err != nil {
-			s.stop(ctx)
-			return nil, err
+	s.agent, err = startListening(ctx, e, dir, "agent", bin, 1, func(ports []int) ([]string, string) {
+		s.metricsAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+		args := []string{"agent",
+			"--edge-id", edgeID,
+			"--brokers", e.edgeAddr,
+			"--topics", strings.Join(topics, "|"),
+			"--aggregator", scheme + s.px.Addr(),
+			"--buffer-dir", filepath.Join(dir, "buffer"),
+			"--metrics-addr", s.metricsAddr,
 		}
-		s.metricsAddr = "127.0.0.1:" + strconv.Itoa(p)
-	}
-	args := []string{"agent",
-		"--edge-id", edgeID,
-		"--brokers", e.edgeAddr,
-		"--topics", strings.Join(topics, "|"),
-		"--aggregator", scheme + s.px.Addr(),
-		"--buffer-dir", filepath.Join(dir, "buffer"),
-		"--metrics-addr", s.metricsAddr,
-	}
-	s.agent, err = startProc(dir, "agent", bin, nil, append(append(args, agentFlags...), prof...)...)
+		return append(append(args, agentFlags...), prof...), "http://" + s.metricsAddr + "/healthz"
+	})
 	if err != nil {
-		s.stop(ctx)
-		return nil, err
-	}
-	if err := waitHTTP(ctx, "http://"+s.metricsAddr+"/healthz", 30*time.Second, s.agent); err != nil {
 		s.stop(ctx)
 		return nil, err
 	}
@@ -235,8 +217,12 @@ func waitHTTP(ctx context.Context, url string, timeout time.Duration, p *proc) e
 		if !p.running() {
 			return fmt.Errorf("%s exited during start-up:\n%s", p.name, p.tail(30))
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		// Bounded: an address that accepts connections but never answers
+		// (not yet the process's) must not hold the wait past its end.
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
 		resp, err := http.DefaultClient.Do(req)
+		cancel()
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -247,6 +233,36 @@ func waitHTTP(ctx context.Context, url string, timeout time.Duration, p *proc) e
 			return fmt.Errorf("%s not healthy after %s: %v", p.name, timeout, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// startListening starts a process on ports picked free just before and
+// waits until its health URL answers; build gives its arguments and health
+// URL for the ports. A port picked free may be taken before the process
+// binds it, most often as the local port of another process's outgoing
+// connection (those come from the same range), so a start that fails with
+// "address already in use" is tried again on new ports, a few times.
+func startListening(ctx context.Context, e *env, dir, name, bin string, nports int, build func(ports []int) (args []string, healthURL string)) (*proc, error) {
+	const tries = 5
+	for try := 1; ; try++ {
+		ports, err := freePorts(nports)
+		if err != nil {
+			return nil, err
+		}
+		args, health := build(ports)
+		p, err := startProc(dir, name, bin, nil, args...)
+		if err != nil {
+			return nil, err
+		}
+		err = waitHTTP(ctx, health, 30*time.Second, p)
+		if err == nil {
+			return p, nil
+		}
+		p.stop(5 * time.Second)
+		if try == tries || !strings.Contains(p.tail(30), "address already in use") {
+			return nil, err
+		}
+		e.logf("%s: a port picked free was taken before it bound it (%v); starting it again on other ports", name, ports)
 	}
 }
 
