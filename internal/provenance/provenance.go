@@ -42,12 +42,7 @@ func Has(headers []wire.Header) bool {
 
 // Append appends the four provenance headers for o to dst.
 func Append(dst []wire.Header, o Origin) []wire.Header {
-	return append(dst,
-		wire.Header{Key: HeaderEdge, Value: []byte(o.Edge)},
-		wire.Header{Key: HeaderTopic, Value: []byte(o.Topic)},
-		wire.Header{Key: HeaderPartition, Value: strconv.AppendInt(nil, int64(o.Partition), 10)},
-		wire.Header{Key: HeaderOffset, Value: strconv.AppendInt(nil, o.Offset, 10)},
-	)
+	return NewStamper(o.Edge, o.Topic, o.Partition, 1).Append(dst, o.Offset)
 }
 
 // Count is the number of provenance headers Append adds to a record.
@@ -75,7 +70,7 @@ func NewStamper(edge, topic string, partition int32, n int) *Stamper {
 }
 
 // Append appends the four provenance headers of the record at offset to
-// dst, as Append does for the Stamper's partition.
+// dst: edge, topic, partition and offset, the numbers in decimal ASCII.
 func (s *Stamper) Append(dst []wire.Header, offset int64) []wire.Header {
 	from := len(s.digits)
 	s.digits = strconv.AppendInt(s.digits, offset, 10)
