@@ -375,7 +375,7 @@ func (w *edgeWriter) write(ctx context.Context, writes []*partWrite, marks map[s
 	eg.Go(func() error {
 		bounds := make([][]int, len(writes)) // per partition, where its batches start and end
 		for j, pw := range writes {
-			pw.records = hubRecords(w.edge, pw.key, pw.src)
+			pw.records = hubRecords(pw.key, pw.src)
 			bounds[j] = w.batchBounds(pw)
 		}
 		select {
@@ -493,13 +493,13 @@ func partitionsOf(c *wire.Chunk, topic string) int32 {
 // of them are cut from one slice, and the provenance values are shared
 // where they are equal (provenance.Stamper): a record costs no allocation
 // of its own.
-func hubRecords(edge string, key sourceKey, src []*wire.Record) []txn.Record {
+func hubRecords(key sourceKey, src []*wire.Record) []txn.Record {
 	n := 0
 	for _, r := range src {
 		n += len(r.Headers) + provenance.Count
 	}
 	all := make([]wire.Header, 0, n)
-	st := provenance.NewStamper(edge, key.topic, key.partition, len(src))
+	st := provenance.NewStamper(key.edge, key.topic, key.partition, len(src))
 	out := make([]txn.Record, len(src))
 	for i, r := range src {
 		from := len(all)

@@ -343,7 +343,7 @@ func TestHubRecords(t *testing.T) {
 		}
 		src = append(src, r)
 	}
-	got := hubRecords(key.edge, key, src)
+	got := hubRecords(key, src)
 	if len(got) != len(src) {
 		t.Fatalf("%d hub records of %d", len(got), len(src))
 	}

@@ -22,10 +22,8 @@ func TestMain(m *testing.M) {
 			os.Stderr.WriteString("listen on --metrics-addr " + addr + ": " + err.Error() + "\n")
 			os.Exit(1)
 		}
-		os.Exit(func() int {
-			_ = http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
-			return 1
-		}())
+		_ = http.Serve(l, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+		os.Exit(1)
 	}
 	os.Exit(m.Run())
 }
